@@ -1,0 +1,40 @@
+# medgate: `make suite` runs the main job on the embedded default, `make test` runs our own tests.
+# Both create .venv and install everything on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# `cpu` brings onnxruntime; on a CUDA machine use EXTRAS=gpu,dev (never both: the two onnxruntime
+# packages overwrite each other). The CPU torch wheel is installed first, so that nothing pulls
+# the multi-GB CUDA build of torch on a CPU machine; on a GPU box set TORCH_SPEC to your CUDA build.
+EXTRAS ?= cpu,dev
+TORCH_SPEC ?= torch==2.13.0
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+PYTEST_ARGS ?=
+
+.PHONY: setup suite suite-full test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+setup: $(STAMP)
+
+# The main job: tiny model (built once, ~40 s) + bundled sample items, 4 workers, report in reports/.
+suite: $(STAMP)
+	$(BIN)/medgate make-tiny
+	$(BIN)/pytest suites/ -n 4 $(PYTEST_ARGS)
+
+# Every perturbation, every prompt, both modes.
+suite-full: $(STAMP)
+	$(BIN)/medgate make-tiny
+	$(BIN)/pytest suites/ -n 4 --perturbations all --prompts all --mode both $(PYTEST_ARGS)
+
+test: $(STAMP)
+	$(BIN)/medgate make-tiny
+	$(BIN)/pytest tests/ -n 2 $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) reports/*.json reports/*.md reports/*.html

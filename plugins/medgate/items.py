@@ -1,0 +1,144 @@
+"""The item model: one clinical multiple-choice question, and loading/validating item files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from medgate.schemas import first_error
+
+
+class ItemError(ValueError):
+    """An item file or record is malformed; the message names the file, line and problem."""
+
+
+@dataclass(frozen=True)
+class Option:
+    label: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    dataset: str
+    language: str
+    question: str
+    options: tuple[Option, ...]
+    answer: str
+    subject: str | None = None
+    pair_id: str | None = None
+    source: str | None = None
+    # Perturbations may attach data that scoring needs (e.g. which option is the inserted NOTA).
+    extras: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(option.label for option in self.options)
+
+    @property
+    def gold_index(self) -> int:
+        return self.labels.index(self.answer)
+
+    @property
+    def gold_text(self) -> str:
+        return self.options[self.gold_index].text
+
+    def option_text(self, label: str) -> str:
+        return self.options[self.labels.index(label)].text
+
+    def with_options(self, options: Iterable[Option], answer: str) -> Item:
+        return replace(self, options=tuple(options), answer=answer)
+
+    def to_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "id": self.id,
+            "dataset": self.dataset,
+            "language": self.language,
+            "question": self.question,
+            "options": [asdict(option) for option in self.options],
+            "answer": self.answer,
+        }
+        for key in ("subject", "pair_id", "source"):
+            value = getattr(self, key)
+            if value is not None:
+                record[key] = value
+        return record
+
+    def content_hash(self) -> str:
+        """Hash of what a model sees and is scored against (not provenance fields)."""
+        payload = {
+            "question": self.question,
+            "options": [[o.label, o.text] for o in self.options],
+            "answer": self.answer,
+            "language": self.language,
+        }
+        text = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def item_from_dict(record: Any) -> Item:
+    """Validate one record against item.schema.json plus the rules a schema cannot say."""
+    problem = first_error("item", record)
+    if problem:
+        raise ItemError(problem)
+    labels = [option["label"] for option in record["options"]]
+    if len(set(labels)) != len(labels):
+        raise ItemError(f"options: duplicate labels {labels}")
+    if record["answer"] not in labels:
+        raise ItemError(f"answer: {record['answer']!r} is not one of the option labels {labels}")
+    return Item(
+        id=record["id"],
+        dataset=record["dataset"],
+        language=record["language"],
+        question=record["question"],
+        options=tuple(Option(o["label"], o["text"]) for o in record["options"]),
+        answer=record["answer"],
+        subject=record.get("subject"),
+        pair_id=record.get("pair_id"),
+        source=record.get("source"),
+    )
+
+
+def load_jsonl(path: Path, expected_dataset: str | None = None) -> list[Item]:
+    """Load and validate an item file; any bad line stops with `file:line: problem`."""
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as error:
+        raise ItemError(f"{path}: cannot read item file ({error.strerror})") from error
+    with handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ItemError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+            try:
+                item = item_from_dict(record)
+            except ItemError as error:
+                raise ItemError(f"{where}: {error}") from None
+            if expected_dataset is not None and item.dataset != expected_dataset:
+                raise ItemError(f"{where}: dataset is {item.dataset!r}, expected {expected_dataset!r}")
+            if item.id in seen:
+                raise ItemError(f"{where}: duplicate id {item.id!r} (first on line {seen[item.id]})")
+            seen[item.id] = line_number
+            items.append(item)
+    if not items:
+        raise ItemError(f"{path}: no items")
+    return items
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

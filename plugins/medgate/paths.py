@@ -1,0 +1,36 @@
+"""Where medgate finds its versioned fixtures and keeps its caches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def fixtures_dir() -> Path:
+    """The repository's `fixtures/` folder (override with MEDGATE_FIXTURES_DIR)."""
+    configured = os.environ.get("MEDGATE_FIXTURES_DIR")
+    path = Path(configured) if configured else _SOURCE_ROOT / "fixtures"
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"medgate fixtures folder not found at {path}; medgate runs from its source checkout "
+            "(pip install -e .), or set MEDGATE_FIXTURES_DIR"
+        )
+    return path
+
+
+def cache_dir() -> Path:
+    """Root of medgate's caches: built models, ONNX exports, converted items, predictions."""
+    configured = os.environ.get("MEDGATE_CACHE_DIR")
+    if configured:
+        path = Path(configured)
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        path = Path(base) / "medgate"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def reports_dir() -> Path:
+    return _SOURCE_ROOT / "reports"

@@ -1,0 +1,41 @@
+"""Shared fixtures for medgate's own tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_RAW = ROOT.parent / "shared" / "datasets" / "raw"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint() -> Path:
+    from medgate.tiny import ensure_tiny
+
+    return ensure_tiny(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint() -> Path:
+    from medgate.tiny import TinyRecipe, ensure_tiny
+
+    return ensure_tiny(TinyRecipe(untrained=True), quiet=True)
+
+
+@pytest.fixture(scope="session")
+def shared_raw() -> Path:
+    if not SHARED_RAW.is_dir():
+        pytest.skip(f"upstream datasets not found at {SHARED_RAW} (CI puts ../shared beside the clone)")
+    return SHARED_RAW
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A pytester folder holding a copy of the project's suites/."""
+    for source in (ROOT / "suites").glob("test_*.py"):
+        shutil.copy(source, pytester.path / source.name)
+    pytester.makeini("[pytest]\n")  # rootdir = this folder (reports/ goes here)
+    return pytester

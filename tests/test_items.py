@@ -1,0 +1,81 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from medgate.items import ItemError, item_from_dict, load_jsonl
+from medgate.paths import fixtures_dir
+
+GOOD = {
+    "id": "q1", "dataset": "demo", "language": "en", "question": "Which vitamin deficiency causes scurvy?",
+    "options": [{"label": "A", "text": "Vitamin C"}, {"label": "B", "text": "Vitamin D"},
+                {"label": "C", "text": "Vitamin K"}],
+    "answer": "A",
+}
+
+
+def write_lines(path: Path, records: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def test_valid_item_round_trips():
+    item = item_from_dict(GOOD)
+    assert item.gold_text == "Vitamin C"
+    assert item_from_dict(item.to_dict()) == item
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"answer": "D"}, "answer: 'D' is not one of the option labels"),
+    ({"language": "fr"}, "language"),
+    ({"options": GOOD["options"][:2]}, "options"),
+    ({"options": GOOD["options"] * 3}, "options"),
+    ({"options": [{"label": "A", "text": "x"}, {"label": "A", "text": "y"}, {"label": "B", "text": "z"}]},
+     "duplicate labels"),
+    ({"id": "has space"}, "id"),
+    ({"extra": 1}, "Additional properties"),
+])
+def test_invalid_items_say_what_is_wrong(change, message):
+    with pytest.raises(ItemError, match=message):
+        item_from_dict({**GOOD, **change})
+
+
+def test_missing_field_is_named():
+    record = dict(GOOD)
+    del record["question"]
+    with pytest.raises(ItemError, match="'question' is a required property"):
+        item_from_dict(record)
+
+
+def test_malformed_line_names_file_and_line(tmp_path):
+    path = write_lines(tmp_path / "items.jsonl", [GOOD, {**GOOD, "id": "q2", "answer": "Z"}])
+    with pytest.raises(ItemError) as error:
+        load_jsonl(path)
+    assert str(error.value).startswith(f"{path}:2: answer: 'Z'")
+
+
+def test_invalid_json_names_file_and_line(tmp_path):
+    path = write_lines(tmp_path / "items.jsonl", [GOOD, "{not json"])
+    with pytest.raises(ItemError, match=rf"{path}:2: not valid JSON"):
+        load_jsonl(path)
+
+
+def test_duplicate_ids_are_an_error(tmp_path):
+    path = write_lines(tmp_path / "items.jsonl", [GOOD, "", GOOD])
+    with pytest.raises(ItemError, match=rf"{path}:3: duplicate id 'q1' \(first on line 1\)"):
+        load_jsonl(path)
+
+
+def test_bundled_samples_are_valid_and_paired():
+    folder = fixtures_dir() / "datasets"
+    english = load_jsonl(folder / "sample-en.jsonl", "sample-en")
+    spanish = load_jsonl(folder / "sample-es.jsonl", "sample-es")
+    assert len(english) >= 40 and len(spanish) >= 40
+    assert {i.language for i in english} == {"en"} and {i.language for i in spanish} == {"es"}
+    twins = {i.pair_id: i for i in spanish}
+    for item in english:
+        twin = twins[item.pair_id]
+        assert (twin.labels, twin.answer) == (item.labels, item.answer)
+        assert len(item.options) in (4, 5)
+    golds = [i.answer for i in english]
+    assert max(golds.count(label) for label in "ABCD") <= len(golds) / 3, "gold labels should be balanced"
