@@ -1,0 +1,200 @@
+"""Tokenizer and chat-template rendering without transformers.
+
+The ONNX Runtime path must start fast and run where only onnxruntime is installed, so it reads a
+checkpoint's `tokenizer.json` with the `tokenizers` library and renders chat templates with jinja2
+the way transformers does (`apply_chat_template`). The torch reference backend uses the same class,
+so both backends see identical token ids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from medgate.prompts import RenderedPrompt
+
+# Chat templates that print the date make prompts differ from day to day, which would break prompt
+# hashes, the prediction cache and report diffs; medgate renders them with this fixed date.
+FIXED_TEMPLATE_DATE = "2026-01-01"
+
+
+class TokenizerError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class EncodedChoice:
+    """A prompt and the continuation token ids of each option, ready for scoring."""
+
+    prompt_ids: tuple[int, ...]
+    continuations: tuple[tuple[int, ...], ...]
+    boundary_merges: int  # continuations whose tokens merged with the prompt's last token
+
+
+def _token_text(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value
+
+
+class TextTokenizer:
+    def __init__(self, directory: Path) -> None:
+        path = directory / "tokenizer.json"
+        if not path.is_file():
+            raise TokenizerError(f"{directory} has no tokenizer.json (a fast tokenizer is required)")
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        config = _read_json(directory / "tokenizer_config.json")
+        self.bos_token = _token_text(config.get("bos_token"))
+        self.eos_token = _token_text(config.get("eos_token"))
+        self.chat_template = _chat_template(directory, config)
+        self.eos_token_ids = self._eos_ids(directory)
+        self.pad_token_id = self._pad_id(config)
+        self._compiled_template: Any = None
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
+
+    def _eos_ids(self, directory: Path) -> frozenset[int]:
+        ids: set[int] = set()
+        if self.eos_token is not None:
+            token_id = self._tokenizer.token_to_id(self.eos_token)
+            if token_id is not None:
+                ids.add(token_id)
+        generation = _read_json(directory / "generation_config.json").get("eos_token_id")
+        if isinstance(generation, int):
+            ids.add(generation)
+        elif isinstance(generation, list):
+            ids.update(int(value) for value in generation)
+        return frozenset(ids)
+
+    def _pad_id(self, config: dict[str, Any]) -> int:
+        for candidate in (_token_text(config.get("pad_token")), self.eos_token):
+            if candidate is not None and self._tokenizer.token_to_id(candidate) is not None:
+                return int(self._tokenizer.token_to_id(candidate))
+        return 0
+
+    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+        return [list(encoding.ids) for encoding in encodings]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    def count(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    # -- prompt text -------------------------------------------------------------------------------
+
+    @property
+    def uses_chat_template(self) -> bool:
+        return self.chat_template is not None
+
+    def prompt_text(self, prompt: RenderedPrompt) -> str:
+        """The exact text given to the tokenizer: chat-formatted where the model has a template."""
+        if self.chat_template is None:
+            return prompt.as_plain_text()
+        messages = []
+        if prompt.system:
+            messages.append({"role": "system", "content": prompt.system})
+        messages.append({"role": "user", "content": prompt.user})
+        return self._render_chat(messages)
+
+    def continuation_text(self, continuation: str) -> str:
+        # After a chat template's assistant header the answer starts the message: no leading space.
+        return continuation.lstrip() if self.chat_template is not None else continuation
+
+    def encode_prompt(self, text: str) -> list[int]:
+        # A rendered chat template already holds its special tokens (as transformers' apply_chat_template).
+        return self.encode(text, add_special_tokens=self.chat_template is None)
+
+    def encode_choice(self, prompt: str, continuations: Sequence[str]) -> EncodedChoice:
+        """Encode prompt+continuation together and split at the prompt's length (lm-eval's rule).
+
+        When a merge crosses the boundary, the jointly encoded prefix differs from the prompt alone;
+        then the continuation is encoded on its own and the merge is counted.
+        """
+        prompt_ids = self.encode_prompt(prompt)
+        special = self.chat_template is None
+        joint = self.encode_batch([prompt + c for c in continuations], add_special_tokens=special)
+        merges = 0
+        encoded: list[tuple[int, ...]] = []
+        n = len(prompt_ids)
+        for continuation, ids in zip(continuations, joint):
+            if ids[:n] == prompt_ids and len(ids) > n:
+                encoded.append(tuple(ids[n:]))
+            else:
+                merges += 1
+                encoded.append(tuple(self.encode(continuation, add_special_tokens=False)))
+        return EncodedChoice(tuple(prompt_ids), tuple(encoded), merges)
+
+    def _render_chat(self, messages: list[dict[str, str]]) -> str:
+        if self._compiled_template is None:
+            self._compiled_template = _compile_chat_template(str(self.chat_template))
+        special = {"bos_token": self.bos_token or "", "eos_token": self.eos_token or ""}
+        return str(self._compiled_template.render(messages=messages, add_generation_prompt=True, **special))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    with path.open(encoding="utf-8") as handle:
+        data = json.load(handle)
+    return data if isinstance(data, dict) else {}
+
+
+def _chat_template(directory: Path, config: dict[str, Any]) -> str | None:
+    jinja_file = directory / "chat_template.jinja"
+    if jinja_file.is_file():
+        return jinja_file.read_text(encoding="utf-8")
+    template = config.get("chat_template")
+    if isinstance(template, list):  # named templates: use "default"
+        named = {entry.get("name"): entry.get("template") for entry in template if isinstance(entry, dict)}
+        template = named.get("default")
+    return template if isinstance(template, str) else None
+
+
+def _compile_chat_template(source: str) -> Any:
+    """Compile as transformers does (sandboxed jinja2, trim/lstrip blocks, the same helpers)."""
+    from datetime import datetime
+
+    import jinja2
+    from jinja2.ext import Extension, loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class GenerationTagIgnored(Extension):  # `{% generation %}` marks training spans; rendering ignores it
+        tags = {"generation"}
+
+        def parse(self, parser: Any) -> Any:
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.Scope(body, lineno=lineno)
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
+               separators: Any = None, sort_keys: bool = False) -> str:
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)
+
+    def strftime_now(fmt: str) -> str:
+        return datetime.fromisoformat(FIXED_TEMPLATE_DATE).strftime(fmt)
+
+    environment = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTagIgnored, loopcontrols]
+    )
+    environment.filters["tojson"] = tojson
+    environment.globals["raise_exception"] = raise_exception
+    environment.globals["strftime_now"] = strftime_now
+    return environment.from_string(source)
