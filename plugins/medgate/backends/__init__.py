@@ -1,0 +1,55 @@
+"""Backends, constructed lazily: heavy imports happen only for the backend selected.
+
+`onnxruntime` (default): the checkpoint exported once through Optimum, run by ONNX Runtime.
+`torch`: the same checkpoint in transformers, the reference for parity checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from medgate.backends.base import Backend, BackendInfo, BackendUnavailable
+from medgate.backends.engine import BatchPolicy
+
+BACKENDS = ("onnxruntime", "torch")
+
+__all__ = ["BACKENDS", "Backend", "BackendInfo", "BackendSettings", "BackendUnavailable", "create_backend"]
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    name: str = "onnxruntime"
+    device: str = "cpu"  # "cpu" or "cuda" (already resolved from "auto")
+    device_id: int = 0
+    dtype: str = "fp32"
+    threads: int | None = None
+    token_budget: int = 8192
+    gpu_mem_limit: int | None = None
+    max_context: int | None = None
+
+
+def create_backend(settings: BackendSettings, checkpoint: Path, fingerprint: str, pad_id: int) -> Backend:
+    policy = BatchPolicy(token_budget=settings.token_budget)
+    if settings.name == "onnxruntime":
+        from medgate.backends.export import ensure_export
+        from medgate.backends.ort import OrtBackend
+
+        onnx_dir = ensure_export(checkpoint, fingerprint, settings.device, settings.dtype)
+        return OrtBackend(onnx_dir, settings.device, settings.threads, settings.gpu_mem_limit,
+                          settings.device_id, pad_id, settings.max_context, policy)
+    if settings.name == "torch":
+        from medgate.backends.torch_backend import TorchBackend
+
+        return TorchBackend(checkpoint, settings.device, settings.dtype, settings.threads, pad_id,
+                            settings.max_context, policy)
+    raise BackendUnavailable(f"unknown backend {settings.name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def cuda_available() -> bool:
+    """Whether ONNX Runtime here offers CUDA (for `--device auto`), without importing torch."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()

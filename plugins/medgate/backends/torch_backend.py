@@ -1,0 +1,94 @@
+"""transformers reference backend (`--backend torch`): the same checkpoint, run eagerly in torch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medgate.backends.base import (
+    BackendInfo,
+    BackendUnavailable,
+    GenerateRequest,
+    GenerateResult,
+    ScoreRequest,
+    ScoreResult,
+    StopRule,
+)
+from medgate.backends.engine import BatchPolicy, Engine, positions_from_mask
+
+
+class TorchLogitsModel:
+    def __init__(self, checkpoint: Path, device: str, dtype: str, threads: int | None, pad_id: int,
+                 max_context: int) -> None:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM
+        except ImportError as error:
+            raise BackendUnavailable(
+                "the torch backend needs torch and transformers: pip install -e '.[cpu]'"
+            ) from error
+        if threads:
+            torch.set_num_threads(threads)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable("--device cuda with --backend torch needs a CUDA build of torch and a GPU")
+        self.torch = torch
+        torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+        self.device = torch.device(device)
+        self.net = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch_dtype).to(self.device).eval()
+        self.pad_id = pad_id
+        self.max_context = max_context
+        self.versions = {"torch": torch.__version__}
+
+    def _tensor(self, array: np.ndarray) -> Any:
+        return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+    def logits_at(self, ids: np.ndarray, mask: np.ndarray, index: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            output = self.net(input_ids=self._tensor(ids), attention_mask=self._tensor(mask),
+                              position_ids=self._tensor(positions_from_mask(mask)), use_cache=False)
+            gathered = output.logits[self.torch.arange(ids.shape[0])[:, None], self._tensor(index)]
+            return gathered.float().cpu().numpy()
+
+    def start(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Any]:
+        with self.torch.inference_mode():
+            output = self.net(input_ids=self._tensor(ids), attention_mask=self._tensor(mask),
+                              position_ids=self._tensor(positions_from_mask(mask)), use_cache=True)
+            return output.logits[:, -1, :].float().cpu().numpy(), output.past_key_values
+
+    def step(self, state: Any, next_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Any]:
+        positions = (mask.sum(axis=1, keepdims=True) - 1).astype(np.int64)
+        with self.torch.inference_mode():
+            output = self.net(input_ids=self._tensor(next_ids[:, None]), attention_mask=self._tensor(mask),
+                              position_ids=self._tensor(positions), past_key_values=state, use_cache=True)
+            return output.logits[:, -1, :].float().cpu().numpy(), output.past_key_values
+
+
+class TorchBackend:
+    def __init__(self, checkpoint: Path, device: str, dtype: str, threads: int | None, pad_id: int,
+                 max_context: int | None, policy: BatchPolicy) -> None:
+        config = json.loads((checkpoint / "config.json").read_text())
+        context = int(config.get("max_position_embeddings") or 2048)
+        self.model = TorchLogitsModel(checkpoint, device, dtype, threads, pad_id, min(context, max_context or context))
+        self.engine = Engine(self.model, policy)
+        self.info = BackendInfo(
+            name="torch",
+            device=device,
+            execution_provider="torch-eager",
+            dtype=dtype,
+            max_context=self.model.max_context,
+            details=self.model.versions,
+        )
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        return self.engine.score(requests)
+
+    def generate(self, requests: Sequence[GenerateRequest], eos_ids: frozenset[int],
+                 stop: StopRule) -> list[GenerateResult]:
+        return self.engine.generate(requests, eos_ids, stop)
+
+    def close(self) -> None:
+        del self.model.net

@@ -1,0 +1,152 @@
+"""The batching/scoring engine, against a small deterministic stand-in for a language model."""
+
+import numpy as np
+import pytest
+
+from medgate.backends.base import GenerateRequest, ScoreRequest
+from medgate.backends.engine import BatchPolicy, Engine, left_pad, length_batches, log_softmax
+
+VOCAB = 12
+
+
+class FakeModel:
+    """Logits at a position depend on that token and on how many real tokens precede it, so padding,
+    truncation and position handling mistakes all change the numbers."""
+
+    def __init__(self, max_context: int = 64, fail_above: int | None = None, nan: bool = False) -> None:
+        self.max_context = max_context
+        self.pad_id = 0
+        self.fail_above = fail_above
+        self.nan = nan
+        self.calls: list[int] = []
+        rng = np.random.default_rng(0)
+        self.table = rng.normal(size=(VOCAB, VOCAB)).astype(np.float32)
+
+    def _logits(self, token: int, position: int) -> np.ndarray:
+        row = self.table[token] + 0.1 * position
+        return np.full(VOCAB, np.nan, np.float32) if self.nan else row
+
+    def logits_at(self, ids, mask, index):
+        self.calls.append(ids.shape[0])
+        if self.fail_above is not None and ids.shape[0] > self.fail_above:
+            raise RuntimeError("CUDA error: out of memory")
+        positions = np.cumsum(mask, axis=1) - 1
+        return np.stack([[self._logits(ids[b, i], positions[b, i]) for i in row] for b, row in enumerate(index)])
+
+    def start(self, ids, mask):
+        last = ids.shape[1] - 1
+        logits = self.logits_at(ids, mask, np.full((ids.shape[0], 1), last))[:, 0]
+        return logits, mask.sum(axis=1)
+
+    def step(self, state, next_ids, mask):
+        logits = np.stack([self._logits(t, int(p)) for t, p in zip(next_ids, state)])
+        return logits, state + 1
+
+    def reference(self, prompt, continuation):
+        """Summed log-probability of `continuation` after `prompt`, computed one token at a time."""
+        whole = list(prompt) + list(continuation)
+        total = 0.0
+        for offset, target in enumerate(continuation):
+            position = len(prompt) - 1 + offset
+            total += float(log_softmax(self._logits(whole[position], position))[target])
+        return total
+
+
+def requests():
+    return [
+        ScoreRequest((1, 2, 3), ((4,), (5,), (6,))),
+        ScoreRequest((7, 8, 9, 10, 11, 2, 3), ((4,), (6,))),
+        ScoreRequest((5,), ((4, 5), (6,), (7, 8, 9))),
+        ScoreRequest((3, 3, 3, 3), ((1,), (2,))),
+    ]
+
+
+def test_scores_match_a_token_by_token_reference_in_the_callers_order():
+    model = FakeModel()
+    results = Engine(model).score(requests())
+    for request, result in zip(requests(), results):
+        expected = [model.reference(request.prompt_ids, c) for c in request.continuations]
+        assert result.logprobs == pytest.approx(expected, abs=1e-5)
+        assert result.truncated_tokens == 0 and not result.non_finite
+
+
+def test_batch_size_does_not_change_scores():
+    small = Engine(FakeModel(), BatchPolicy(token_budget=4)).score(requests())
+    large = Engine(FakeModel(), BatchPolicy(token_budget=10_000)).score(requests())
+    assert [r.logprobs for r in small] == [r.logprobs for r in large]
+
+
+def test_single_token_continuations_take_one_forward_row_per_prompt():
+    model = FakeModel()
+    Engine(model).score([ScoreRequest((1, 2), ((3,), (4,), (5,), (6,)))])
+    assert model.calls == [1]
+
+
+def test_long_prompts_are_truncated_from_the_left_and_counted():
+    model = FakeModel(max_context=4)
+    prompt = (1, 2, 3, 4, 5, 6)
+    result = Engine(model).score([ScoreRequest(prompt, ((7,), (8,)))])[0]
+    assert result.truncated_tokens == 2
+    assert result.logprobs[0] == pytest.approx(model.reference(prompt[2:], (7,)), abs=1e-5)
+
+
+def test_out_of_memory_halves_the_budget_and_splits_the_batch():
+    model = FakeModel(fail_above=1)
+    policy = BatchPolicy(token_budget=1000)
+    results = Engine(model, policy).score(requests())
+    assert policy.token_budget < 1000
+    assert [r.logprobs for r in results] == [r.logprobs for r in Engine(FakeModel()).score(requests())]
+
+
+def test_other_errors_are_not_swallowed():
+    class Broken(FakeModel):
+        def logits_at(self, ids, mask, index):
+            raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        Engine(Broken()).score(requests())
+
+
+def test_non_finite_scores_are_flagged():
+    result = Engine(FakeModel(nan=True)).score(requests()[:1])[0]
+    assert result.non_finite
+
+
+def test_greedy_generation_stops_on_eos_rule_or_budget():
+    model = FakeModel()
+    engine = Engine(model)
+    prompt = (1, 2, 3)
+    free = engine.generate([GenerateRequest(prompt, 5)], frozenset(), lambda tokens: False)[0]
+    assert free.stop_reason == "length" and len(free.token_ids) == 5
+    expected, position, token = [], len(prompt) - 1, prompt[-1]
+    for _ in range(5):
+        token = int(np.argmax(model._logits(token, position)))
+        expected.append(token)
+        position += 1
+    assert list(free.token_ids) == expected
+    stopped = engine.generate([GenerateRequest(prompt, 5)], frozenset(), lambda tokens: len(tokens) == 2)[0]
+    assert stopped.stop_reason == "stop" and stopped.token_ids == free.token_ids[:2]
+    ended = engine.generate([GenerateRequest(prompt, 5)], frozenset({expected[1]}), lambda tokens: False)[0]
+    assert ended.stop_reason == "eos" and ended.token_ids == free.token_ids[:1]
+
+
+def test_batched_generation_equals_one_at_a_time():
+    prompts = [GenerateRequest((1, 2, 3), 4), GenerateRequest((5,), 6), GenerateRequest((9, 8, 7, 6, 5), 3)]
+    together = Engine(FakeModel()).generate(prompts, frozenset(), lambda t: False)
+    alone = [Engine(FakeModel()).generate([p], frozenset(), lambda t: False)[0] for p in prompts]
+    assert together == alone
+
+
+def test_left_pad_and_length_batches():
+    ids, mask = left_pad([[1, 2, 3], [4]], pad_id=0)
+    assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    batches = list(length_batches([5, 1, 3, 8], token_budget=10, max_batch=8))
+    assert batches == [[3], [0, 2], [1]]
+    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3]
+
+
+def test_log_softmax_upcasts_half_precision():
+    logits = np.array([[60000.0, 0.0, -60000.0]], dtype=np.float16)
+    out = log_softmax(logits)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert np.exp(out).sum() == pytest.approx(1.0)
