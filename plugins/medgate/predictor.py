@@ -1,0 +1,252 @@
+"""From cases to outcome records: prompts, tokenization, one batched backend call per group.
+
+A `Predictor` lives on each pytest worker. The model, tokenizer and backend are created on first
+use; cases are predicted a whole group at a time and the records kept until their cases ask.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medgate.backends import Backend, BackendSettings, create_backend
+from medgate.backends.base import GenerateRequest, ScoreRequest
+from medgate.cases import Case
+from medgate.fingerprint import checkpoint_fingerprint
+from medgate.models import ModelRef, materialize
+from medgate.prompts import continuation_text, render, template_for
+from medgate.scoring import choose, json_object_closed, parse_json_answer
+from medgate.tokenization import TextTokenizer
+
+
+@dataclass(frozen=True)
+class PredictorSettings:
+    model: ModelRef
+    backend: BackendSettings
+    max_new_tokens: int = 32
+    record_prompts: bool = False
+    allow_download: bool = False
+    parity_backend: str | None = None  # also run this backend and record the largest difference
+
+
+@dataclass
+class PredictorStats:
+    cases: int = 0
+    groups: int = 0
+    model_seconds: float = 0.0  # time inside backend calls
+    setup_seconds: float = 0.0  # model build/export/session creation
+    truncated_cases: int = 0
+    boundary_merges: int = 0
+    parity_max_abs_diff: float = 0.0
+    parity_label_disagreements: int = 0
+    parity_cases: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    case: Case
+    prompt_text: str
+    prompt_hash: str
+    continuations: tuple[str, ...]  # loglik: one per label
+    request: ScoreRequest | GenerateRequest
+
+
+class Predictor:
+    def __init__(self, settings: PredictorSettings) -> None:
+        self.settings = settings
+        self.stats = PredictorStats()
+        self._checkpoint: Path | None = None
+        self._fingerprint: str | None = None
+        self._tokenizer: TextTokenizer | None = None
+        self._backend: Backend | None = None
+        self._reference: Backend | None = None
+
+    # -- lazily built parts -------------------------------------------------------------------------
+
+    @property
+    def checkpoint(self) -> Path:
+        if self._checkpoint is None:
+            started = time.perf_counter()
+            self._checkpoint = materialize(self.settings.model, self.settings.allow_download)
+            self.stats.setup_seconds += time.perf_counter() - started
+        return self._checkpoint
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = checkpoint_fingerprint(self.checkpoint)
+        return self._fingerprint
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = TextTokenizer(self.checkpoint)
+        return self._tokenizer
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            started = time.perf_counter()
+            self._backend = create_backend(self.settings.backend, self.checkpoint, self.fingerprint,
+                                           self.tokenizer.pad_token_id)
+            self.stats.setup_seconds += time.perf_counter() - started
+        return self._backend
+
+    def reference_backend(self) -> Backend:
+        if self._reference is None:
+            assert self.settings.parity_backend is not None
+            settings = BackendSettings(**{**self.settings.backend.__dict__, "name": self.settings.parity_backend})
+            self._reference = create_backend(settings, self.checkpoint, self.fingerprint,
+                                             self.tokenizer.pad_token_id)
+        return self._reference
+
+    def manifest(self) -> dict[str, Any]:
+        """What this worker knows about the model and backend (merged into the report manifest)."""
+        info = self._backend.info if self._backend else None
+        return {
+            "model_path": str(self._checkpoint) if self._checkpoint else None,
+            "fingerprint": self._fingerprint,
+            "backend": info.name if info else self.settings.backend.name,
+            "execution_provider": info.execution_provider if info else None,
+            "device": info.device if info else self.settings.backend.device,
+            "dtype": info.dtype if info else self.settings.backend.dtype,
+            "max_context": info.max_context if info else None,
+            "backend_details": info.details if info else {},
+            "chat_template": self._tokenizer.uses_chat_template if self._tokenizer else None,
+            "stats": self.stats.__dict__,
+        }
+
+    # -- prediction ---------------------------------------------------------------------------------
+
+    def predict(self, cases: Sequence[Case]) -> list[dict[str, Any]]:
+        prepared = [self._prepare(case) for case in cases]
+        records: list[dict[str, Any] | None] = [None] * len(cases)
+        scoring = [i for i, p in enumerate(prepared) if isinstance(p.request, ScoreRequest)]
+        generating = [i for i, p in enumerate(prepared) if isinstance(p.request, GenerateRequest)]
+        if scoring:
+            self._score([prepared[i] for i in scoring], scoring, records)
+        if generating:
+            self._generate([prepared[i] for i in generating], generating, records)
+        self.stats.cases += len(cases)
+        self.stats.groups += 1
+        return [record for record in records if record is not None]
+
+    def _prepare(self, case: Case) -> _Prepared:
+        template = template_for(case.prompt, case.item.language)
+        text = self.tokenizer.prompt_text(render(template, case.item))
+        if template.mode == "loglik":
+            continuations = tuple(
+                self.tokenizer.continuation_text(continuation_text(template, label)) for label in case.item.labels
+            )
+            encoded = self.tokenizer.encode_choice(text, continuations)
+            self.stats.boundary_merges += encoded.boundary_merges
+            request: ScoreRequest | GenerateRequest = ScoreRequest(encoded.prompt_ids, encoded.continuations)
+        else:
+            continuations = ()
+            request = GenerateRequest(tuple(self.tokenizer.encode_prompt(text)), self.settings.max_new_tokens)
+        return _Prepared(case, text, template.content_hash, continuations, request)
+
+    def _score(self, prepared: Sequence[_Prepared], slots: Sequence[int],
+               records: list[dict[str, Any] | None]) -> None:
+        requests = [p.request for p in prepared]
+        started = time.perf_counter()
+        results = self.backend.score(requests)  # type: ignore[arg-type]
+        self.stats.model_seconds += time.perf_counter() - started
+        reference = None
+        if self.settings.parity_backend:
+            reference = self.reference_backend().score(requests)  # type: ignore[arg-type]
+        for index, (item, result) in enumerate(zip(prepared, results)):
+            case = item.case
+            labels = case.item.labels
+            chosen = choose(result.logprobs)
+            record = _base_record(case, item, self.settings.record_prompts)
+            record.update({
+                "predicted_label": labels[chosen],
+                "correct": chosen == case.item.gold_index,
+                "scores": {label: round(value, 6) for label, value in zip(labels, result.logprobs)},
+                "truncated_tokens": result.truncated_tokens,
+                "non_finite": result.non_finite,
+                "predicted_origin": _origin(case, chosen),
+            })
+            if reference is not None:
+                other = reference[index].logprobs
+                difference = max(abs(a - b) for a, b in zip(result.logprobs, other))
+                record["parity_max_abs_diff"] = difference
+                self.stats.parity_max_abs_diff = max(self.stats.parity_max_abs_diff, difference)
+                self.stats.parity_label_disagreements += int(choose(other) != chosen)
+                self.stats.parity_cases += 1
+            self.stats.truncated_cases += int(result.truncated_tokens > 0)
+            records[slots[index]] = record
+
+    def _generate(self, prepared: Sequence[_Prepared], slots: Sequence[int],
+                  records: list[dict[str, Any] | None]) -> None:
+        tokenizer = self.tokenizer
+
+        def stop(tokens: Sequence[int]) -> bool:
+            return json_object_closed(tokenizer.decode(tokens))
+
+        started = time.perf_counter()
+        results = self.backend.generate([p.request for p in prepared], tokenizer.eos_token_ids, stop)  # type: ignore[misc]
+        self.stats.model_seconds += time.perf_counter() - started
+        for index, (item, result) in enumerate(zip(prepared, results)):
+            case = item.case
+            output = tokenizer.decode(result.token_ids)
+            answer = parse_json_answer(output, case.item)
+            labels = case.item.labels
+            record = _base_record(case, item, self.settings.record_prompts)
+            record.update({
+                "predicted_label": answer.strict_answer,
+                "correct": answer.strict_answer == case.item.answer,
+                "raw_output": output,
+                "schema_valid": answer.schema_valid,
+                "strict_answer": answer.strict_answer,
+                "lenient_answer": answer.lenient_answer,
+                "lenient_method": answer.lenient_method,
+                "lenient_correct": answer.lenient_answer == case.item.answer,
+                "stop_reason": result.stop_reason,
+                "generated_tokens": len(result.token_ids),
+                "truncated_tokens": result.truncated_tokens,
+                "non_finite": False,
+                "predicted_origin": _origin(case, labels.index(answer.lenient_answer))
+                if answer.lenient_answer in labels else None,
+            })
+            self.stats.truncated_cases += int(result.truncated_tokens > 0)
+            records[slots[index]] = record
+
+
+def _origin(case: Case, presented_index: int) -> int | None:
+    """Index in the published item of the option shown at `presented_index` (None if inserted)."""
+    origin = case.item.extras.get("origin")
+    if origin is None:
+        return presented_index
+    value = origin[presented_index]
+    return None if value is None else int(value)
+
+
+def _base_record(case: Case, prepared: _Prepared, record_prompts: bool) -> dict[str, Any]:
+    item = case.item
+    record: dict[str, Any] = {
+        "case_id": case.case_id,
+        "item_id": item.id,
+        "dataset": case.dataset,
+        "language": item.language,
+        "subject": item.subject,
+        "pair_id": item.pair_id,
+        "perturbation": case.perturbation,
+        "prompt": case.prompt,
+        "mode": case.mode,
+        "question": item.question,
+        "options_presented": [{"label": o.label, "text": o.text} for o in item.options],
+        "gold_label": item.answer,
+        "item_hash": case.source.content_hash(),
+        "prompt_hash": prepared.prompt_hash,
+    }
+    if record_prompts:
+        record["prompt_text"] = prepared.prompt_text
+        if prepared.continuations:
+            record["continuations"] = dict(zip(item.labels, prepared.continuations))
+    return record

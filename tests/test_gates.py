@@ -1,0 +1,72 @@
+import pytest
+
+from medgate.gates import GateCell, GateConfigError, evaluate, gate_cells, load_thresholds, parse_threshold_override
+from medgate.metrics import proportion
+from medgate.stats import wilson_interval
+
+
+def test_wilson_interval_matches_reference_values():
+    # statsmodels.stats.proportion.proportion_confint(count, nobs, method="wilson")
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson_interval(48, 48) == pytest.approx((0.9259, 1.0), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("text, expected", [("accuracy=0.9", ("accuracy", 0.9)), (" stability = 1 ", ("stability", 1.0))])
+def test_threshold_override_parses(text, expected):
+    assert parse_threshold_override(text) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("accuracy", "NAME=VALUE"), ("accuracy=1.5", "outside"), ("speed=0.5", "unknown metric"),
+    ("accuracy=abc", "NAME=VALUE"), ("accuracy=-0.1", "outside"),
+])
+def test_bad_threshold_overrides_are_rejected(text, message):
+    with pytest.raises(GateConfigError, match=message):
+        parse_threshold_override(text)
+
+
+def test_thresholds_file_overrides_and_scope(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text('[accuracy]\nmin = 0.6\nby_dataset = { "b" = 0.4 }\ndatasets = ["a", "b"]\n'
+                    '[flip_rate]\nmax = 0.2\n')
+    thresholds = load_thresholds(path)
+    assert thresholds.threshold("accuracy", "a", "original") == 0.6
+    assert thresholds.threshold("accuracy", "b", "original") == 0.4
+    assert thresholds.threshold("accuracy", "c", "original") is None
+    overridden = load_thresholds(path, [("accuracy", 0.95)])
+    assert overridden.threshold("accuracy", "b", "original") == 0.95
+    assert overridden.threshold("accuracy", "c", "original") == 0.95
+
+
+def test_bad_thresholds_file(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text("[accurracy]\nmin = 0.6\n")
+    with pytest.raises(GateConfigError, match="unknown gate metric"):
+        load_thresholds(path)
+
+
+def test_gate_cells_follow_the_run(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text("[accuracy]\nmin = 0.5\n[stability]\nmin = 0.7\n[compliance]\nmin = 0.9\n")
+    thresholds = load_thresholds(path)
+    combos = {("d", "original", "p0", "loglik"), ("d", "typos", "p0", "loglik"), ("d", "original", "j0", "generate")}
+    assert [c.gate_id for c in gate_cells("accuracy", thresholds, combos)] == ["d/generate", "d"]
+    assert [c.gate_id for c in gate_cells("stability", thresholds, combos)] == ["d/typos"]
+    assert [c.gate_id for c in gate_cells("compliance", thresholds, combos)] == ["d/original"]
+
+
+def test_gate_verdict_message_shows_value_threshold_n_and_interval():
+    cell = GateCell("accuracy", "d", "original", "*", "loglik", "min", 0.9)
+    metric = proportion("accuracy", "d", "original", "*", "loglik", [True] * 20 + [False] * 28)
+    verdict = evaluate(cell, {metric.cell: metric})
+    assert verdict.passed is False
+    assert verdict.message.startswith("accuracy 0.417 is below the threshold 0.900 (n=48, 95% Wilson CI 0.288-0.557)")
+    assert evaluate(cell, {}).passed is None
+
+
+def test_max_bound_gate():
+    cell = GateCell("flip_rate", "d", "typos", "*", "loglik", "max", 0.1)
+    metric = proportion("flip_rate", "d", "typos", "*", "loglik", [True] * 2 + [False] * 18)
+    assert evaluate(cell, {metric.cell: metric}).passed is True
