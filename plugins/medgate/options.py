@@ -1,0 +1,188 @@
+"""Run options, validated once when pytest parses its command line (shared with the CLI).
+
+Everything a user can get wrong on the command line is checked here, so a typo is a usage error
+before any worker starts or any model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medgate.backends import BACKENDS
+from medgate.datasets import DatasetError, UnknownDataset, check_available, default_data_dir
+from medgate.datasets.sampling import parse_subset
+from medgate.gates import GateConfigError, Thresholds, load_thresholds, parse_threshold_override, thresholds_file
+from medgate.models import ModelError, ModelRef, resolve_model
+from medgate.perturbations import PerturbationError, resolve_set
+from medgate.prompts import MODES, PromptError, select_prompts
+
+DEFAULT_DATASETS = ("sample-en", "sample-es")
+
+
+class OptionError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    model: ModelRef
+    backend: str
+    device: str  # "auto", "cpu" or "cuda"
+    datasets: tuple[str, ...]
+    data_dir: Path
+    limit: int | None
+    seed: int
+    subsets: tuple[tuple[str, str], ...]
+    perturbations: tuple[str, ...]
+    prompts: tuple[str, ...]
+    modes: tuple[str, ...]
+    thresholds: Thresholds
+    report: Path | None
+    record_prompts: bool
+    check_parity: bool
+    group_size: int
+    token_budget: int | None
+    max_new_tokens: int
+    allow_download: bool
+    gpu_mem_limit: int | None
+    max_context: int | None
+    prediction_cache: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _converter(function: Any, *errors: type[Exception]) -> Any:
+    """Wrap a parser so argparse (and pytest) report its error as a usage error for that option."""
+    def convert(text: str) -> Any:
+        try:
+            return function(text)
+        except (*errors, ValueError) as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    convert.__name__ = getattr(function, "__name__", "value")
+    return convert
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"must be a positive integer, got {text}")
+    return value
+
+
+def parse_size(text: str) -> int:
+    """`8GB`, `512MiB`, `1000000` -> bytes."""
+    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+    cleaned = text.strip().lower()
+    number = cleaned.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = cleaned[len(number):]
+    try:
+        return int(float(number) * units[unit])
+    except (KeyError, ValueError):
+        raise ValueError(f"cannot read size {text!r} (use e.g. 20GiB or 8000MB)") from None
+
+
+MODEL = _converter(resolve_model, ModelError)
+THRESHOLD = _converter(parse_threshold_override, GateConfigError)
+SUBSET = _converter(parse_subset)
+PERTURBATIONS = _converter(lambda text: tuple(resolve_set(text)), PerturbationError)
+POSITIVE = _converter(positive_int)
+SIZE = _converter(parse_size)
+
+
+def run_options(ns: argparse.Namespace | Any) -> RunOptions:
+    """Assemble the parsed options and check what spans several of them."""
+    model: ModelRef = ns.medgate_model
+    modes = MODES if ns.medgate_mode == "both" else (ns.medgate_mode,)
+    try:
+        prompts = tuple(select_prompts(ns.medgate_prompts, modes))
+        thresholds = load_thresholds(thresholds_file(model.alias, ns.medgate_thresholds),
+                                     ns.medgate_threshold or ())
+    except (PromptError, GateConfigError) as error:
+        raise OptionError(str(error)) from None
+    if not prompts:
+        raise OptionError(f"--prompts {ns.medgate_prompts!r} selects no prompt for mode(s) {', '.join(modes)}")
+    datasets = tuple(ns.medgate_dataset or DEFAULT_DATASETS)
+    data_dir = default_data_dir(ns.medgate_data_dir)
+    for name in datasets:
+        try:
+            check_available(name, data_dir)
+        except UnknownDataset as error:
+            raise OptionError(error.args[0]) from None
+        except DatasetError as error:
+            raise OptionError(str(error)) from None
+    return RunOptions(
+        model=model,
+        backend=ns.medgate_backend,
+        device=ns.medgate_device,
+        datasets=datasets,
+        data_dir=data_dir,
+        limit=ns.medgate_limit,
+        seed=ns.medgate_seed,
+        subsets=tuple(ns.medgate_subset or ()),
+        perturbations=ns.medgate_perturbations,
+        prompts=prompts,
+        modes=modes,
+        thresholds=thresholds,
+        report=Path(ns.medgate_report) if ns.medgate_report else None,
+        record_prompts=ns.medgate_record_prompts,
+        check_parity=ns.medgate_check_parity,
+        group_size=ns.medgate_group_size,
+        token_budget=ns.medgate_token_budget,
+        max_new_tokens=ns.medgate_max_new_tokens,
+        allow_download=ns.medgate_download,
+        gpu_mem_limit=ns.medgate_gpu_mem_limit,
+        max_context=ns.medgate_max_context,
+        prediction_cache=not ns.medgate_no_cache,
+    )
+
+
+def add_run_arguments(add: Any) -> None:
+    """Declare the options on an argparse parser or a pytest option group (same signature)."""
+    add("--model", dest="medgate_model", default=os.environ.get("MEDGATE_MODEL", "tiny"), type=MODEL,
+        help="model alias from fixtures/models.toml, a local checkpoint folder, a hub id org/name[@rev], "
+             "or random:<config> (default: tiny, or $MEDGATE_MODEL)")
+    add("--backend", dest="medgate_backend", default="onnxruntime", choices=BACKENDS,
+        help="onnxruntime (default: exported once via Optimum) or torch (transformers reference)")
+    add("--device", dest="medgate_device", default="auto", choices=("auto", "cpu", "cuda"),
+        help="auto uses CUDA when ONNX Runtime offers it, else CPU")
+    add("--dataset", dest="medgate_dataset", action="append", metavar="NAME|FILE",
+        help="registered dataset or .jsonl item file; repeatable (default: sample-en and sample-es)")
+    add("--data-dir", dest="medgate_data_dir", metavar="DIR",
+        help="where upstream dataset files live (default: $MEDGATE_DATA_DIR or a per-user cache)")
+    add("--limit", dest="medgate_limit", type=POSITIVE, metavar="N",
+        help="seeded sample of N items per dataset, stratified by subject")
+    add("--seed", dest="medgate_seed", type=int, default=0, help="seed for sampling and perturbations (default 0)")
+    add("--subset", dest="medgate_subset", action="append", type=SUBSET, metavar="KEY=VALUE",
+        help="keep items whose KEY (subject, language, id, pair_id) equals VALUE; repeatable")
+    add("--perturbations", dest="medgate_perturbations", default="none", type=PERTURBATIONS, metavar="SET|NAMES",
+        help="none (default), a set from fixtures/perturbations.toml (one-step, two-step, all) or names a,b+c")
+    add("--prompts", dest="medgate_prompts", default="default", metavar="default|all|NAMES",
+        help="prompt templates: default (p0 / j0), all, or comma-separated names")
+    add("--mode", dest="medgate_mode", default="loglik", choices=("loglik", "generate", "both"),
+        help="loglik scores each label; generate asks for a JSON answer; both")
+    add("--threshold", dest="medgate_threshold", action="append", type=THRESHOLD, metavar="NAME=VALUE",
+        help="override a gate threshold, e.g. accuracy=0.9; repeatable")
+    add("--thresholds", dest="medgate_thresholds", metavar="FILE",
+        help="thresholds file (default: fixtures/thresholds/<model>.toml, else default.toml)")
+    add("--report", dest="medgate_report", metavar="FILE", help="write the JSON report exactly here")
+    add("--record-prompts", dest="medgate_record_prompts", action="store_true",
+        help="store each case's exact prompt text and scored continuations in the report")
+    add("--check-parity", dest="medgate_check_parity", action="store_true",
+        help="also run the other backend on every case and record the largest score difference")
+    add("--group-size", dest="medgate_group_size", type=POSITIVE, default=64, metavar="N",
+        help="cases per batched prediction group (default 64)")
+    add("--token-budget", dest="medgate_token_budget", type=POSITIVE, metavar="N",
+        help="padded tokens per forward pass (default: 8192 on CPU, 65536 on CUDA; halved on out-of-memory)")
+    add("--max-new-tokens", dest="medgate_max_new_tokens", type=POSITIVE, default=32, metavar="N",
+        help="generation budget in generate mode (default 32)")
+    add("--download", dest="medgate_download", action="store_true",
+        help="allow downloading a hub model that is not in the local cache")
+    add("--gpu-mem-limit", dest="medgate_gpu_mem_limit", type=SIZE, metavar="SIZE",
+        help="cap each worker's ONNX Runtime CUDA arena, e.g. 20GiB")
+    add("--max-context", dest="medgate_max_context", type=POSITIVE, metavar="N",
+        help="cap the model context (prompts are truncated from the left, and counted)")
+    add("--no-prediction-cache", dest="medgate_no_cache", action="store_true",
+        help="recompute every prediction instead of reusing cached ones")

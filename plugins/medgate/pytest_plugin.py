@@ -1,0 +1,217 @@
+"""medgate's pytest plugin (registered through the `pytest11` entry point).
+
+- Options are parsed and checked in `pytest_configure`; the run plan lives in `config.stash`.
+- `mcqa_case` is parametrized with every case; cases of a group share an `xdist_group`, and plain
+  `-n N` is switched to `--dist loadgroup` so that each group runs on one worker, where the first
+  case to run predicts the whole group in one batched call.
+- Each case's outcome record travels on its test report (`user_properties`), so the controller
+  (or the single process without xdist) merges them as reports arrive; workers add their
+  model/backend manifest through `workeroutput` (syrupy's pattern, tolerant of crashed workers).
+- Gate cases (`@pytest.mark.gate(metric)`) need every worker's results. Without xdist they run for
+  real, last. Under xdist the workers leave them out and the controller evaluates them once the
+  last worker is done and logs their reports under the same node ids.
+- The report is written atomically at session end whatever happened; its `status` says what.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from medgate.cases import Case
+from medgate.gates import GateCell, evaluate
+from medgate.options import OptionError, add_run_arguments, run_options
+from medgate.pytest_session import (
+    CASE_PROPERTY,
+    GATE_PROPERTY,
+    WORKER_OUTPUT,
+    MedgateSession,
+    MedgateState,
+    case_of,
+    gate_of,
+)
+
+STATE = pytest.StashKey[MedgateState]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("medgate", "medgate: clinical language model release gates")
+    add_run_arguments(group.addoption)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gate(metric): a release gate evaluated on the merged results of the run")
+    try:
+        state = MedgateState(run_options(config.option), is_worker=hasattr(config, "workerinput"))
+    except OptionError as error:
+        raise pytest.UsageError(f"medgate: {error}") from None
+    config.stash[STATE] = state
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"  # keep each prediction group on one worker
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and workerinput.get("medgate_loadgroup"):
+        config.option.loadgroup = True  # workers re-parse argv, which lacks --dist loadgroup
+    if not state.is_worker:
+        config.pluginmanager.register(MedgateSession(config, state), "medgate-session")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    node.workerinput["medgate_loadgroup"] = getattr(node.config.option, "dist", "no") == "loadgroup"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return None
+    o = state.options
+    return [
+        f"medgate: model {o.model.alias} ({o.model.kind}), backend {o.backend}, device {o.device}; "
+        f"datasets {', '.join(o.datasets)}; perturbations {', '.join(o.perturbations)}; "
+        f"prompts {', '.join(o.prompts)}"
+    ]
+
+
+# -- collection ---------------------------------------------------------------------------------------
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    state = metafunc.config.stash[STATE]
+    if "mcqa_case" in metafunc.fixturenames:
+        cases = _cases_or_collection_error(state)
+        params = [pytest.param(case, id=case.case_id, marks=pytest.mark.xdist_group(case.group)) for case in cases]
+        metafunc.parametrize("mcqa_case", params, indirect=True)
+    if "gate" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("gate")
+        if marker is None or not marker.args:
+            raise pytest.UsageError(f"{metafunc.definition.nodeid} uses `gate` without @pytest.mark.gate(metric)")
+        # When the cases could not be built, their module already reports why; gates have nothing to gate.
+        cells = [] if state.plan.failure else state.plan.gate_cells(marker.args[0])
+        metafunc.parametrize("gate", [pytest.param(cell, id=cell.gate_id) for cell in cells], indirect=True)
+
+
+def _cases_or_collection_error(state: MedgateState) -> list[Case]:
+    """Bad data (a malformed item, an unreadable upstream file) stops collection with its message only."""
+    state.plan.load()
+    if state.plan.failure:
+        pytest.fail(f"medgate: {state.plan.failure}", pytrace=False)
+    return state.plan.cases
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = config.stash[STATE]
+    # A gate metric without thresholds has no cells this run: deselect it rather than report a skip.
+    idle = [item for item in items if item.get_closest_marker("gate") is not None and gate_of(item) is None]
+    if idle:
+        config.hook.pytest_deselected(items=idle)
+        idle_ids = {id(item) for item in idle}
+        items[:] = [item for item in items if id(item) not in idle_ids]
+    cases = [item for item in items if case_of(item) is not None]
+    gates = [item for item in items if gate_of(item) is not None]
+    state.active = bool(cases or gates)
+    if not state.active or config.option.collectonly:
+        return
+    state.worker_side().set_selected([case_of(item) for item in cases])  # type: ignore[misc]
+    others = [item for item in items if gate_of(item) is None]
+    if state.is_worker:
+        state.gate_descriptors = [_gate_descriptor(item) for item in gates]
+        items[:] = others  # the controller evaluates gates once every worker is done
+    else:
+        items[:] = others + gates  # gates run last, on the merged results
+    state.case_nodeids = [item.nodeid for item in items if case_of(item) is not None]
+    state.case_indices = [i for i, item in enumerate(items) if case_of(item) is not None]
+
+
+def _gate_descriptor(item: pytest.Item) -> dict[str, Any]:
+    cell = gate_of(item)
+    assert cell is not None
+    path, lineno, name = item.location
+    return {"nodeid": item.nodeid, "location": [path, lineno, name], "cell": cell.to_dict(),
+            "keywords": sorted(str(k) for k in item.keywords)}
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(STATE, None)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if state is None or workeroutput is None:
+        return
+    workeroutput[WORKER_OUTPUT] = {
+        "active": state.active,
+        "manifest": state.worker.predictor.manifest() if state.worker else {},
+        "case_ranges": _ranges(state.case_indices),
+        "gates": state.gate_descriptors,
+    }
+
+
+def _ranges(indices: list[int]) -> list[list[int]]:
+    """[0, 1, 2, 5, 6] -> [[0, 3], [5, 7]]: compact for tens of thousands of cases."""
+    ranges: list[list[int]] = []
+    for index in indices:
+        if ranges and ranges[-1][1] == index:
+            ranges[-1][1] = index + 1
+        else:
+            ranges.append([index, index + 1])
+    return ranges
+
+
+# -- fixtures -----------------------------------------------------------------------------------------
+
+
+class CaseOutcome:
+    """What a case test receives: the recorded outcome of its item under its perturbation and prompt."""
+
+    def __init__(self, case: Case, record: dict[str, Any]) -> None:
+        self.case = case
+        self.record = record
+
+    def check(self) -> None:
+        """A case passes when the model produced a usable answer; correctness is measured, not asserted."""
+        if self.record.get("non_finite"):
+            pytest.fail(f"{self.case.case_id}: scores contain NaN or inf: {self.record.get('scores')}", pytrace=False)
+
+
+class GateCheck:
+    """What a gate test receives; `check()` evaluates the gate on everything the run recorded."""
+
+    def __init__(self, cell: GateCell, state: MedgateState, node: pytest.Item) -> None:
+        self.cell = cell
+        self.state = state
+        self.node = node
+
+    def check(self) -> None:
+        verdict = evaluate(self.cell, self.state.controller.metric_index())
+        self.node.user_properties.append((GATE_PROPERTY, verdict.to_dict()))
+        if verdict.passed is None:
+            pytest.skip(verdict.message)
+        if not verdict.passed:
+            pytest.fail(verdict.message, pytrace=False)
+
+
+@pytest.fixture
+def mcqa_case(request: pytest.FixtureRequest) -> CaseOutcome:
+    state = request.config.stash[STATE]
+    case: Case = request.param
+    record = state.worker_side().record_for(case)
+    request.node.user_properties.append((CASE_PROPERTY, record))
+    return CaseOutcome(case, record)
+
+
+@pytest.fixture
+def gate(request: pytest.FixtureRequest) -> GateCheck:
+    return GateCheck(request.param, request.config.stash[STATE], request.node)
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
+    """Right and wrong answers both pass; show which, so progress reads like a score sheet."""
+    if report.when != "call" or not report.passed:
+        return None
+    record = next((value for key, value in report.user_properties if key == CASE_PROPERTY), None)
+    if record is None:
+        return None
+    if record.get("correct"):
+        return "passed", ".", "PASSED (correct)"
+    answer = record.get("predicted_label") or "no answer"
+    return "passed", "w", f"PASSED (wrong: {answer}, gold {record.get('gold_label')})"

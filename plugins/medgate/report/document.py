@@ -1,0 +1,81 @@
+"""Assembling the report document and writing it atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from medgate.metrics import MetricValue
+
+SCHEMA_VERSION = "1.0"
+REPORTED_LIBRARIES = ("medgate", "pytest", "pytest-xdist", "onnxruntime", "onnxruntime-gpu", "onnx", "torch",
+                      "transformers", "tokenizers", "optimum", "optimum-onnx", "numpy", "jsonschema")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in REPORTED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def host_info() -> dict[str, Any]:
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+
+
+def report_status(exit_status: int, missing_cases: int) -> str:
+    if exit_status == 2:  # pytest.ExitCode.INTERRUPTED
+        return "interrupted"
+    if missing_cases:
+        return "incomplete"
+    return "passed" if exit_status == 0 else "failed"
+
+
+def build_report(*, run_id: str, status: str, manifest: dict[str, Any], cases: Sequence[dict[str, Any]],
+                 missing_cases: Sequence[str], metrics: Sequence[MetricValue], gates: Sequence[dict[str, Any]],
+                 comparison: dict[str, Any] | None = None) -> dict[str, Any]:
+    failed = [g for g in gates if g["passed"] is False]
+    document: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "status": status,
+        "summary": {
+            "cases": len(cases),
+            "correct": sum(1 for c in cases if c.get("correct")),
+            "missing_cases": len(missing_cases),
+            "gates": len(gates),
+            "gates_failed": len(failed),
+            "gates_skipped": sum(1 for g in gates if g["passed"] is None),
+        },
+        "manifest": manifest,
+        "gates": list(gates),
+        "metrics": [m.to_dict() for m in metrics],
+        "missing_cases": list(missing_cases),
+        "cases": list(cases),
+    }
+    if comparison is not None:
+        document["comparison"] = comparison
+    return document
+
+
+def write_json_atomic(document: dict[str, Any], path: Path) -> None:
+    """Write to a temporary file beside `path` and rename: readers never see half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, ensure_ascii=False, separators=(",", ":"))
+            handle.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,97 @@
+"""The report manifest: what ran, on what, with which data, prompts, perturbations and gates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from typing import Any
+
+from medgate import __version__
+from medgate.perturbations import get as get_perturbation
+from medgate.prompts import prompt_library
+from medgate.report.document import host_info, library_versions
+
+
+def run_id_for(started_at: dt.datetime, model_alias: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model_alias.rstrip("/").split("/")[-1]).strip("-") or "model"
+    return f"{started_at:%Y%m%d-%H%M%S}-{slug}"
+
+
+def _worker_summary(workers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The model and backend as the workers saw them (the first that loaded a model)."""
+    for _, manifest in sorted(workers.items()):
+        if manifest.get("fingerprint"):
+            return manifest
+    return next(iter(workers.values()), {}) if workers else {}
+
+
+def _parity(workers: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    stats = [m.get("stats", {}) for m in workers.values()]
+    cases = sum(s.get("parity_cases", 0) for s in stats)
+    if not cases:
+        return None
+    return {
+        "cases": cases,
+        "max_abs_logprob_diff": max(s.get("parity_max_abs_diff", 0.0) for s in stats),
+        "label_disagreements": sum(s.get("parity_label_disagreements", 0) for s in stats),
+    }
+
+
+def build_manifest(state: Any, config: Any, controller: Any, started_at: dt.datetime,
+                   started: float) -> dict[str, Any]:
+    options = state.options
+    workers = controller.workers
+    if not workers and state.worker is not None:  # no xdist: this process predicted
+        workers = {"main": state.worker.predictor.manifest()}
+    seen = _worker_summary(workers)
+    try:
+        datasets = [d.provenance for d in state.plan.datasets]
+    except Exception as error:  # noqa: BLE001 - the manifest must not stop the report
+        datasets = [{"error": str(error)}]
+    languages = sorted({item.language for d in state.plan.datasets for item in d.items}) if datasets else []
+    library = prompt_library()
+    prompts = [
+        {"name": name, "language": language, "mode": t.mode, "hash": t.content_hash, "description": t.description}
+        for name in options.prompts for language, t in sorted(library[name].items()) if language in languages
+    ]
+    finished_at = dt.datetime.now(dt.timezone.utc)
+    stats = [m.get("stats", {}) for m in workers.values()]
+    return {
+        "run_id": run_id_for(started_at, options.model.alias),
+        "medgate_version": __version__,
+        "model": {
+            "alias": options.model.alias,
+            "kind": options.model.kind,
+            "path": seen.get("model_path"),
+            "hub_id": options.model.hub_id,
+            "revision": options.model.revision,
+            "fingerprint": seen.get("fingerprint"),
+            "chat_template": seen.get("chat_template"),
+        },
+        "backend": seen.get("backend", options.backend),
+        "execution_provider": seen.get("execution_provider"),
+        "device": seen.get("device", options.device),
+        "dtype": seen.get("dtype"),
+        "max_context": seen.get("max_context"),
+        "libraries": library_versions(),
+        "host": host_info(),
+        "datasets": datasets,
+        "prompts": prompts,
+        "perturbations": [get_perturbation(name).definition() for name in options.perturbations],
+        "modes": list(options.modes),
+        "seed": options.seed,
+        "thresholds": {"source": options.thresholds.source, "rules": options.thresholds.rules},
+        "parity": _parity(workers),
+        "command_line": list(config.invocation_params.args),
+        "workers": workers,
+        "crashed_workers": controller.crashed_workers,
+        "timing": {
+            "model_seconds": round(sum(s.get("model_seconds", 0.0) for s in stats), 3),
+            "setup_seconds": round(sum(s.get("setup_seconds", 0.0) for s in stats), 3),
+            "wall_seconds": round(time.perf_counter() - started, 3),
+        },
+        "truncated_cases": sum(s.get("truncated_cases", 0) for s in stats),
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "finished_at": finished_at.isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,184 @@
+"""The state of one medgate run, without pytest: what to run, and what came back.
+
+`RunPlan` expands options into datasets, cases and gate cells (identically in every process).
+`WorkerSide` predicts a whole group of cases on first use. `ControllerSide` merges case records
+and worker payloads (syrupy's worker -> controller pattern) and knows what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from medgate.backends import BackendSettings, cuda_available
+from medgate.cases import Case, expand_cases
+from medgate.datasets import LoadedDataset, load_dataset
+from medgate.gates import GateCell, gate_cells
+from medgate.metrics import MetricValue, compute_metrics, index_metrics
+from medgate.options import RunOptions
+from medgate.predictor import Predictor, PredictorSettings
+
+CPU_TOKEN_BUDGET = 8192
+CUDA_TOKEN_BUDGET = 65536
+
+
+class RunPlan:
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.failure: str | None = None  # why the cases could not be built (bad data), once known
+
+    def load(self) -> None:
+        """Build the cases once; a data error is remembered instead of raised again per module."""
+        from medgate.datasets import DatasetError
+        from medgate.items import ItemError
+        from medgate.perturbations import PerturbationError
+
+        if self.failure is not None:
+            return
+        try:
+            self.cases  # noqa: B018 - builds and caches
+        except (DatasetError, ItemError, PerturbationError, ValueError) as error:
+            self.failure = str(error)
+
+    @cached_property
+    def datasets(self) -> list[LoadedDataset]:
+        o = self.options
+        return [load_dataset(name, o.data_dir, o.limit, o.seed, o.subsets) for name in o.datasets]
+
+    @cached_property
+    def cases(self) -> list[Case]:
+        o = self.options
+        cases = expand_cases(self.datasets, o.perturbations, o.prompts, o.seed, o.group_size)
+        seen: set[str] = set()
+        for case in cases:
+            if case.case_id in seen:
+                raise ValueError(f"case {case.case_id} appears twice: is the same dataset selected twice?")
+            seen.add(case.case_id)
+        return cases
+
+    @cached_property
+    def combos(self) -> set[tuple[str, str, str, str]]:
+        self.load()
+        return set() if self.failure else {(c.dataset, c.perturbation, c.prompt, c.mode) for c in self.cases}
+
+    def gate_cells(self, metric: str) -> list[GateCell]:
+        return gate_cells(metric, self.options.thresholds, self.combos)
+
+
+def resolve_device(requested: str, backend: str) -> str:
+    if requested != "auto":
+        return requested
+    if backend == "onnxruntime":
+        return "cuda" if cuda_available() else "cpu"
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def worker_threads() -> int:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def worker_device_id() -> int:
+    """Round-robin workers over the visible GPUs (gw0 -> 0, gw1 -> 1, ...)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    count = len([d for d in visible.split(",") if d.strip()]) if visible else _gpu_count()
+    return index % count if count else 0
+
+
+def _gpu_count() -> int:
+    try:
+        import onnxruntime
+    except ImportError:
+        return 0
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return 0
+    try:
+        import subprocess
+
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
+        return max(1, sum(1 for line in listed.stdout.splitlines() if line.startswith("GPU ")))
+    except (OSError, subprocess.SubprocessError):
+        return 1
+
+
+def predictor_settings(options: RunOptions) -> PredictorSettings:
+    device = resolve_device(options.device, options.backend)
+    budget = options.token_budget or (CUDA_TOKEN_BUDGET if device == "cuda" else CPU_TOKEN_BUDGET)
+    backend = BackendSettings(
+        name=options.backend,
+        device=device,
+        device_id=worker_device_id() if device == "cuda" else 0,
+        dtype="fp16" if device == "cuda" else "fp32",
+        threads=worker_threads(),
+        token_budget=budget,
+        gpu_mem_limit=options.gpu_mem_limit,
+        max_context=options.max_context,
+    )
+    parity = None
+    if options.check_parity:
+        parity = "torch" if options.backend == "onnxruntime" else "onnxruntime"
+    return PredictorSettings(model=options.model, backend=backend, max_new_tokens=options.max_new_tokens,
+                             record_prompts=options.record_prompts, allow_download=options.allow_download,
+                             parity_backend=parity)
+
+
+class WorkerSide:
+    def __init__(self, options: RunOptions) -> None:
+        self.predictor = Predictor(predictor_settings(options))
+        self.groups: dict[str, list[Case]] = {}
+        self._ready: dict[str, dict[str, Any]] = {}
+
+    def set_selected(self, cases: Sequence[Case]) -> None:
+        """Only the cases this session will run are predicted (after -k / --deselect)."""
+        self.groups = {}
+        for case in cases:
+            self.groups.setdefault(case.group, []).append(case)
+
+    def record_for(self, case: Case) -> dict[str, Any]:
+        if case.case_id not in self._ready:
+            group = self.groups.get(case.group) or [case]
+            for record in self.predictor.predict(group):
+                self._ready[record["case_id"]] = record
+        return self._ready.pop(case.case_id)
+
+
+@dataclass
+class ControllerSide:
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # nodeid -> case record
+    gate_results: dict[str, dict[str, Any]] = field(default_factory=dict)  # nodeid -> gate verdict
+    reported: set[str] = field(default_factory=set)  # node ids with a call (or failed setup) report
+    gate_descriptors: dict[str, dict[str, Any]] = field(default_factory=dict)  # sent by xdist workers
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)  # worker id -> its manifest
+    crashed_workers: dict[str, str] = field(default_factory=dict)
+    _metrics: list[MetricValue] | None = None
+
+    def add_record(self, nodeid: str, record: dict[str, Any]) -> None:
+        self.records[nodeid] = record
+        self._metrics = None
+
+    def ordered_records(self, case_nodeids: Sequence[str]) -> list[dict[str, Any]]:
+        """Records in collection order (xdist delivers them in completion order)."""
+        ordered = [self.records[n] for n in case_nodeids if n in self.records]
+        listed = set(case_nodeids)
+        return ordered + [r for n, r in self.records.items() if n not in listed]
+
+    def missing_cases(self, case_nodeids: Sequence[str]) -> list[str]:
+        """Collected cases without an outcome: never run (a worker died) or failed before predicting."""
+        return [n for n in case_nodeids if n not in self.records]
+
+    def metrics(self) -> list[MetricValue]:
+        if self._metrics is None:
+            self._metrics = compute_metrics(list(self.records.values()))
+        return self._metrics
+
+    def metric_index(self) -> dict[tuple[str, str, str, str, str], MetricValue]:
+        return index_metrics(self.metrics())

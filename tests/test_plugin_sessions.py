@@ -1,0 +1,129 @@
+"""Whole medgate sessions in subprocesses (pytester), serial and under xdist."""
+
+import json
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from medgate.schemas import load_schema
+
+pytestmark = pytest.mark.slow
+
+
+def report_of(pytester: pytest.Pytester, name: str = "report.json") -> dict:
+    document = json.loads((pytester.path / name).read_text())
+    errors = [e.message for e in Draft202012Validator(load_schema("report")).iter_errors(document)]
+    assert errors == []
+    return document
+
+
+def labels(document: dict) -> dict[str, str]:
+    return {c["case_id"]: c["predicted_label"] for c in document["cases"]}
+
+
+def test_two_workers_run_the_suite_and_merge_every_case(suite, tiny_checkpoint):
+    result = suite.runpytest_subprocess("-n", "2", "--report", "report.json", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=98)
+    result.stdout.fnmatch_lines(["*accuracy[[]sample-en[]]*PASS*", "*accuracy[[]sample-es[]]*PASS*",
+                                 "report: *report.json"])
+    document = report_of(suite)
+    assert document["status"] == "passed"
+    assert len(document["cases"]) == 96 and {c["language"] for c in document["cases"]} == {"en", "es"}
+    assert document["manifest"]["execution_provider"] == "CPUExecutionProvider"
+    assert document["manifest"]["model"]["fingerprint"]
+    assert len(document["manifest"]["workers"]) == 2
+    first = document["cases"][0]
+    assert first["case_id"] == "sample-en/0001/original/p0"
+    assert set(first["scores"]) == {o["label"] for o in first["options_presented"]}
+
+
+def test_four_workers_give_the_same_predictions_as_a_serial_run(suite, tiny_checkpoint):
+    suite.runpytest_subprocess("--report", "serial.json", "--mode", "both", "-p", "no:cacheprovider")
+    suite.runpytest_subprocess("-n", "4", "--report", "parallel.json", "--mode", "both", "-p", "no:cacheprovider")
+    serial, parallel = report_of(suite, "serial.json"), report_of(suite, "parallel.json")
+    assert len(serial["cases"]) == 192
+    assert labels(serial) == labels(parallel)
+    assert [c["case_id"] for c in serial["cases"]] == [c["case_id"] for c in parallel["cases"]]
+
+
+def test_untrained_model_fails_the_accuracy_gate_and_still_writes_the_report(suite, untrained_checkpoint):
+    result = suite.runpytest_subprocess("--model", str(untrained_checkpoint), "--threshold", "accuracy=0.9",
+                                        "--report", "report.json", "-p", "no:cacheprovider")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*_ test_accuracy_gate[[]sample-en[]] _*",
+                                 "accuracy 0.* is below the threshold 0.900 (n=48, 95% Wilson CI *",
+                                 "FAILED test_gates.py::test_accuracy_gate[[]sample-en[]]*"])
+    document = report_of(suite)
+    assert document["status"] == "failed"
+    failed = [g for g in document["gates"] if g["passed"] is False]
+    assert {g["name"] for g in failed} == {"accuracy[sample-en]", "accuracy[sample-es]"}
+
+
+def test_gates_fail_the_same_way_under_xdist(suite, untrained_checkpoint):
+    result = suite.runpytest_subprocess("-n", "2", "--model", str(untrained_checkpoint), "--threshold",
+                                        "accuracy=0.9", "--report", "report.json", "-p", "no:cacheprovider")
+    assert result.ret == 1
+    result.assert_outcomes(passed=96, failed=2)
+    assert "INTERNALERROR" not in result.stdout.str()
+    assert report_of(suite)["status"] == "failed"
+
+
+def test_malformed_item_file_stops_collection_with_file_and_line(suite, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    good = ('{"id": "a", "dataset": "mine", "language": "en", "question": "q?", "options": '
+            '[{"label": "A", "text": "x"}, {"label": "B", "text": "y"}, {"label": "C", "text": "z"}], "answer": "A"}')
+    bad.write_text(good + "\n" + good.replace('"answer": "A"', '"answer": "Q"').replace('"a"', '"b"') + "\n")
+    result = suite.runpytest_subprocess("--dataset", str(bad), "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # "Interrupted: 1 error during collection"
+    result.stdout.fnmatch_lines([f"medgate: {bad}:2: answer: 'Q' is not one of the option labels*",
+                                 "*1 error during collection*"])
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--threshold", "accuracy=1.7"], "*--threshold*outside*"),
+    (["--threshold", "accuracy"], "*--threshold expects NAME=VALUE*"),
+    (["--model", "no-such-model"], "*unknown model 'no-such-model'*tiny*marmoka-8b*"),
+    (["--dataset", "no-such-dataset"], "*unknown dataset 'no-such-dataset'; known datasets:*sample-en*"),
+    (["--limit", "0"], "*--limit*positive*"),
+])
+def test_usage_errors_are_clear(suite, arguments, message):
+    result = suite.runpytest_subprocess(*arguments, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_record_prompts_stores_the_exact_text_and_continuations(suite, tiny_checkpoint):
+    suite.runpytest_subprocess("--record-prompts", "--report", "report.json", "-p", "no:cacheprovider")
+    case = report_of(suite)["cases"][0]
+    assert case["prompt_text"].startswith("Question: ") and case["prompt_text"].endswith("\nAnswer:")
+    assert case["continuations"] == {o["label"]: " " + o["label"] for o in case["options_presented"]}
+
+
+def test_interrupted_run_writes_a_report_that_says_so(suite, tiny_checkpoint):
+    suite.makeconftest("""
+        seen = []
+        def pytest_runtest_logreport(report):
+            if report.when == "call":
+                seen.append(report.nodeid)
+                if len(seen) == 10:
+                    raise KeyboardInterrupt
+    """)
+    result = suite.runpytest_subprocess("--report", "report.json", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    document = report_of(suite)
+    assert document["status"] == "interrupted"
+    assert 9 <= len(document["cases"]) <= 10
+
+
+def test_default_report_path_is_under_reports(suite, tiny_checkpoint):
+    suite.runpytest_subprocess("-p", "no:cacheprovider", "-k", "sample-en and 000")
+    written = list((suite.path / "reports").glob("*-tiny.json"))
+    assert len(written) == 1
+    assert len(json.loads(written[0].read_text())["cases"]) == 9
+
+
+def test_plain_pytest_runs_without_medgate_cases_write_no_report(pytester: pytest.Pytester):
+    pytester.makepyfile("def test_ok(): pass")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert not (pytester.path / "reports").exists()

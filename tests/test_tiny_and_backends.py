@@ -1,0 +1,93 @@
+"""The tiny model (reproducible, good on the sample items) and the two backends agreeing on it."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medgate.backends import BackendSettings, create_backend
+from medgate.cases import expand_cases
+from medgate.datasets import default_data_dir, load_dataset
+from medgate.fingerprint import checkpoint_fingerprint
+from medgate.models import ModelRef
+from medgate.predictor import Predictor, PredictorSettings
+from medgate.tiny import TinyRecipe, build_tiny
+from medgate.tokenization import TextTokenizer
+
+pytestmark = pytest.mark.slow
+
+
+def sample_cases(prompts):
+    datasets = [load_dataset(name, default_data_dir()) for name in ("sample-en", "sample-es")]
+    return expand_cases(datasets, ["original"], prompts, seed=0, group_size=64)
+
+
+def predict(checkpoint: Path, backend: str, prompts, **settings):
+    predictor = Predictor(PredictorSettings(ModelRef("test", "local", path=checkpoint),
+                                            BackendSettings(name=backend, threads=2), **settings))
+    return predictor.predict(sample_cases(prompts))
+
+
+def test_tiny_build_is_reproducible(tiny_checkpoint, tmp_path):
+    rebuilt = build_tiny(TinyRecipe(), tmp_path / "again", quiet=True)
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (rebuilt / name).read_bytes() == (tiny_checkpoint / name).read_bytes(), name
+
+
+def test_tiny_knows_the_sample_items_under_the_default_prompts(tiny_checkpoint):
+    summary = json.loads((tiny_checkpoint / "medgate_tiny.json").read_text())
+    assert summary["sample_accuracy_default_prompt"] >= 0.9
+    records = predict(tiny_checkpoint, "onnxruntime", ["p0", "j0"])
+    by_prompt = {p: [r for r in records if r["prompt"] == p] for p in ("p0", "j0")}
+    assert np.mean([r["correct"] for r in by_prompt["p0"]]) >= 0.9
+    assert np.mean([r["schema_valid"] for r in by_prompt["j0"]]) >= 0.9
+    assert np.mean([r["correct"] for r in by_prompt["j0"]]) >= 0.9
+
+
+def test_untrained_tiny_answers_near_chance(untrained_checkpoint):
+    records = predict(untrained_checkpoint, "onnxruntime", ["p0"])
+    assert np.mean([r["correct"] for r in records]) < 0.5
+
+
+def test_onnxruntime_and_torch_agree_on_every_label(tiny_checkpoint):
+    prompts = ["p0", "p1", "p2", "j0", "j1"]
+    ort = predict(tiny_checkpoint, "onnxruntime", prompts)
+    reference = predict(tiny_checkpoint, "torch", prompts)
+    assert [r["case_id"] for r in ort] == [r["case_id"] for r in reference]
+    assert [r["predicted_label"] for r in ort] == [r["predicted_label"] for r in reference]
+    assert [r.get("raw_output") for r in ort] == [r.get("raw_output") for r in reference]
+    worst = max(abs(a - b) for x, y in zip(ort, reference) if x["mode"] == "loglik"
+                for a, b in zip(x["scores"].values(), y["scores"].values()))
+    assert worst < 1e-4
+
+
+def test_parity_check_is_recorded(tiny_checkpoint):
+    settings = PredictorSettings(ModelRef("test", "local", path=tiny_checkpoint),
+                                 BackendSettings(threads=2), parity_backend="torch")
+    predictor = Predictor(settings)
+    records = predictor.predict(sample_cases(["p0"]))
+    stats = predictor.manifest()["stats"]
+    assert stats["parity_cases"] == len(records) == 96
+    assert stats["parity_label_disagreements"] == 0
+    assert 0 < stats["parity_max_abs_diff"] < 1e-4
+
+
+def test_rewritten_graph_matches_full_logits_and_multi_token_scoring(tiny_checkpoint):
+    backend = create_backend(BackendSettings(threads=2), tiny_checkpoint, checkpoint_fingerprint(tiny_checkpoint), 0)
+    tokenizer = TextTokenizer(tiny_checkpoint)
+    prompt = tokenizer.encode("Question: Which drug reverses opioid overdose?\nAnswer:", True)
+    continuation = tokenizer.encode(" Naloxone hydrochloride", False)
+    assert len(continuation) > 1
+    from medgate.backends.base import ScoreRequest
+
+    multi = backend.score([ScoreRequest(tuple(prompt), (tuple(continuation),))])[0].logprobs[0]
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_checkpoint)).eval()
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt + continuation])).logits[0].float()
+    logprobs = torch.log_softmax(logits, -1)
+    expected = sum(float(logprobs[len(prompt) - 1 + i, token]) for i, token in enumerate(continuation))
+    assert multi == pytest.approx(expected, abs=1e-4)
