@@ -39,8 +39,9 @@ def test_two_workers_run_the_suite_and_merge_every_case(suite, tiny_checkpoint):
 
 
 def test_four_workers_give_the_same_predictions_as_a_serial_run(suite, tiny_checkpoint):
-    suite.runpytest_subprocess("--report", "serial.json", "--mode", "both", "-p", "no:cacheprovider")
-    suite.runpytest_subprocess("-n", "4", "--report", "parallel.json", "--mode", "both", "-p", "no:cacheprovider")
+    fresh = ("--no-prediction-cache", "-p", "no:cacheprovider")  # both runs must really predict
+    suite.runpytest_subprocess("--report", "serial.json", "--mode", "both", *fresh)
+    suite.runpytest_subprocess("-n", "4", "--report", "parallel.json", "--mode", "both", *fresh)
     serial, parallel = report_of(suite, "serial.json"), report_of(suite, "parallel.json")
     assert len(serial["cases"]) == 192
     assert labels(serial) == labels(parallel)
@@ -48,7 +49,7 @@ def test_four_workers_give_the_same_predictions_as_a_serial_run(suite, tiny_chec
 
 
 def test_untrained_model_fails_the_accuracy_gate_and_still_writes_the_report(suite, untrained_checkpoint):
-    result = suite.runpytest_subprocess("--model", str(untrained_checkpoint), "--threshold", "accuracy=0.9",
+    result = suite.runpytest_subprocess(f"--model={untrained_checkpoint}", "--threshold", "accuracy=0.9",
                                         "--report", "report.json", "-p", "no:cacheprovider")
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*_ test_accuracy_gate[[]sample-en[]] _*",
@@ -61,7 +62,7 @@ def test_untrained_model_fails_the_accuracy_gate_and_still_writes_the_report(sui
 
 
 def test_gates_fail_the_same_way_under_xdist(suite, untrained_checkpoint):
-    result = suite.runpytest_subprocess("-n", "2", "--model", str(untrained_checkpoint), "--threshold",
+    result = suite.runpytest_subprocess("-n", "2", f"--model={untrained_checkpoint}", "--threshold",
                                         "accuracy=0.9", "--report", "report.json", "-p", "no:cacheprovider")
     assert result.ret == 1
     result.assert_outcomes(passed=96, failed=2)
@@ -74,7 +75,7 @@ def test_malformed_item_file_stops_collection_with_file_and_line(suite, tmp_path
     good = ('{"id": "a", "dataset": "mine", "language": "en", "question": "q?", "options": '
             '[{"label": "A", "text": "x"}, {"label": "B", "text": "y"}, {"label": "C", "text": "z"}], "answer": "A"}')
     bad.write_text(good + "\n" + good.replace('"answer": "A"', '"answer": "Q"').replace('"a"', '"b"') + "\n")
-    result = suite.runpytest_subprocess("--dataset", str(bad), "-p", "no:cacheprovider")
+    result = suite.runpytest_subprocess(f"--dataset={bad}", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.INTERRUPTED  # "Interrupted: 1 error during collection"
     result.stdout.fnmatch_lines([f"medgate: {bad}:2: answer: 'Q' is not one of the option labels*",
                                  "*1 error during collection*"])
@@ -127,3 +128,18 @@ def test_plain_pytest_runs_without_medgate_cases_write_no_report(pytester: pytes
     pytester.makepyfile("def test_ok(): pass")
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert not (pytester.path / "reports").exists()
+
+
+def test_prediction_cache_serves_an_unchanged_rerun_and_a_gate_only_change(suite, tiny_checkpoint, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("MEDGATE_CACHE_DIR", str(tmp_path / "cache"))
+    # The tiny model itself is reused from the shared cache through its folder.
+    model = f"--model={tiny_checkpoint}"
+    suite.runpytest_subprocess(model, "--report", "first.json", "-p", "no:cacheprovider")
+    suite.runpytest_subprocess(model, "--threshold", "accuracy=0.5", "--report", "second.json", "-p", "no:cacheprovider")
+    first, second = report_of(suite, "first.json"), report_of(suite, "second.json")
+    assert first["manifest"]["prediction_cache"] == {"hits": 0, "misses": 96}
+    assert second["manifest"]["prediction_cache"] == {"hits": 96, "misses": 0}
+    assert second["manifest"]["execution_provider"] == "CPUExecutionProvider"
+    assert [c["scores"] for c in first["cases"]] == [c["scores"] for c in second["cases"]]
+    assert {g["threshold"] for g in second["gates"]} == {0.5}

@@ -91,3 +91,19 @@ def test_rewritten_graph_matches_full_logits_and_multi_token_scoring(tiny_checkp
     logprobs = torch.log_softmax(logits, -1)
     expected = sum(float(logprobs[len(prompt) - 1 + i, token]) for i, token in enumerate(continuation))
     assert multi == pytest.approx(expected, abs=1e-4)
+
+
+def test_random_weights_model_builds_exports_and_agrees_across_backends():
+    from medgate.models import ModelError, resolve_model
+
+    with pytest.raises(ModelError, match="unknown random model config 'nope'; known: .*llama-3.1-8b"):
+        resolve_model("random:nope")
+    reference = resolve_model("random:llama-smoke")
+    cases = sample_cases(["p0", "j0"])[:20] + sample_cases(["p0", "j0"])[-20:]
+    outputs = {}
+    for backend in ("onnxruntime", "torch"):
+        predictor = Predictor(PredictorSettings(reference, BackendSettings(name=backend, threads=2)))
+        outputs[backend] = predictor.predict(cases)
+    assert [r["predicted_label"] for r in outputs["onnxruntime"]] == [r["predicted_label"] for r in outputs["torch"]]
+    config = json.loads((predictor.checkpoint / "config.json").read_text())
+    assert (config["vocab_size"], config["num_key_value_heads"]) == (32000, 2)

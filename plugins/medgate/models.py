@@ -71,7 +71,11 @@ def resolve_model(spec: str) -> ModelRef:
         return ModelRef(alias=spec, kind=resolved.kind, path=resolved.path, hub_id=resolved.hub_id,
                         revision=revision or resolved.revision)
     if spec.startswith("random:"):
-        return ModelRef(alias=spec, kind="random", config_name=spec.removeprefix("random:"))
+        from medgate.random_weights import config_path
+
+        name = spec.removeprefix("random:")
+        config_path(name)  # an unknown config is a usage error now, not on a worker later
+        return ModelRef(alias=spec, kind="random", config_name=name)
     path = Path(spec).expanduser()
     if path.is_dir():
         return ModelRef(alias=spec, kind="local", path=path.resolve())

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medgate.backends import Backend, BackendSettings, create_backend
-from medgate.backends.base import GenerateRequest, ScoreRequest
+from medgate.backends.base import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 from medgate.cases import Case
 from medgate.fingerprint import checkpoint_fingerprint
 from medgate.models import ModelRef, materialize
+from medgate.prediction_cache import PredictionCache, namespace_for, request_key
 from medgate.prompts import continuation_text, render, template_for
 from medgate.scoring import choose, json_object_closed, parse_json_answer
 from medgate.tokenization import TextTokenizer
@@ -30,6 +31,7 @@ class PredictorSettings:
     record_prompts: bool = False
     allow_download: bool = False
     parity_backend: str | None = None  # also run this backend and record the largest difference
+    cache_path: Path | None = None  # reuse earlier predictions of the same model and requests
 
 
 @dataclass
@@ -43,7 +45,8 @@ class PredictorStats:
     parity_max_abs_diff: float = 0.0
     parity_label_disagreements: int = 0
     parity_cases: int = 0
-    notes: list[str] = field(default_factory=list)
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class Predictor:
         self._tokenizer: TextTokenizer | None = None
         self._backend: Backend | None = None
         self._reference: Backend | None = None
+        self._cache: PredictionCache | None = None
+        if settings.cache_path is not None and settings.parity_backend is None:
+            self._cache = PredictionCache(settings.cache_path)
 
     # -- lazily built parts -------------------------------------------------------------------------
 
@@ -104,21 +110,58 @@ class Predictor:
                                              self.tokenizer.pad_token_id)
         return self._reference
 
+    @property
+    def cache_namespace(self) -> str:
+        backend = self.settings.backend
+        return namespace_for(self.fingerprint, backend.name, backend.device, backend.dtype, backend.max_context)
+
+    def _backend_record(self) -> dict[str, Any] | None:
+        if self._backend is not None:
+            info = self._backend.info
+            return {"backend": info.name, "execution_provider": info.execution_provider, "device": info.device,
+                    "dtype": info.dtype, "max_context": info.max_context, "backend_details": info.details}
+        if self._cache is not None and self._fingerprint is not None:
+            return self._cache.backend_info(self.cache_namespace)
+        return None
+
     def manifest(self) -> dict[str, Any]:
         """What this worker knows about the model and backend (merged into the report manifest)."""
-        info = self._backend.info if self._backend else None
+        backend = self.settings.backend
+        record = self._backend_record() or {
+            "backend": backend.name, "execution_provider": None, "device": backend.device, "dtype": backend.dtype,
+            "max_context": None, "backend_details": {},
+        }
         return {
             "model_path": str(self._checkpoint) if self._checkpoint else None,
             "fingerprint": self._fingerprint,
-            "backend": info.name if info else self.settings.backend.name,
-            "execution_provider": info.execution_provider if info else None,
-            "device": info.device if info else self.settings.backend.device,
-            "dtype": info.dtype if info else self.settings.backend.dtype,
-            "max_context": info.max_context if info else None,
-            "backend_details": info.details if info else {},
+            **record,
             "chat_template": self._tokenizer.uses_chat_template if self._tokenizer else None,
-            "stats": self.stats.__dict__,
+            "stats": dict(self.stats.__dict__),
         }
+
+    def _through_cache(self, requests: Sequence[Any], compute: Any) -> list[Any]:
+        """Results for `requests`, computing (and timing) only those the cache does not hold."""
+        if self._cache is None:
+            return self._timed(compute, list(requests))
+        keys = [request_key(self.cache_namespace, request) for request in requests]
+        found = self._cache.get_many(keys)
+        missing = [i for i, key in enumerate(keys) if key not in found]
+        self.stats.cache_hits += len(requests) - len(missing)
+        self.stats.cache_misses += len(missing)
+        if missing:
+            computed = self._timed(compute, [requests[i] for i in missing])
+            self._cache.put_many([(keys[i], result) for i, result in zip(missing, computed)])
+            record = self._backend_record()
+            if record is not None:
+                self._cache.remember_backend(self.cache_namespace, record)
+            found.update({keys[i]: result for i, result in zip(missing, computed)})
+        return [found[key] for key in keys]
+
+    def _timed(self, compute: Any, requests: list[Any]) -> list[Any]:
+        started = time.perf_counter()
+        results = compute(requests)
+        self.stats.model_seconds += time.perf_counter() - started
+        return list(results)
 
     # -- prediction ---------------------------------------------------------------------------------
 
@@ -153,9 +196,7 @@ class Predictor:
     def _score(self, prepared: Sequence[_Prepared], slots: Sequence[int],
                records: list[dict[str, Any] | None]) -> None:
         requests = [p.request for p in prepared]
-        started = time.perf_counter()
-        results = self.backend.score(requests)  # type: ignore[arg-type]
-        self.stats.model_seconds += time.perf_counter() - started
+        results: list[ScoreResult] = self._through_cache(requests, lambda batch: self.backend.score(batch))
         reference = None
         if self.settings.parity_backend:
             reference = self.reference_backend().score(requests)  # type: ignore[arg-type]
@@ -189,9 +230,10 @@ class Predictor:
         def stop(tokens: Sequence[int]) -> bool:
             return json_object_closed(tokenizer.decode(tokens))
 
-        started = time.perf_counter()
-        results = self.backend.generate([p.request for p in prepared], tokenizer.eos_token_ids, stop)  # type: ignore[misc]
-        self.stats.model_seconds += time.perf_counter() - started
+        results: list[GenerateResult] = self._through_cache(
+            [p.request for p in prepared],
+            lambda batch: self.backend.generate(batch, tokenizer.eos_token_ids, stop),
+        )
         for index, (item, result) in enumerate(zip(prepared, results)):
             case = item.case
             output = tokenizer.decode(result.token_ids)

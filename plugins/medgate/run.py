@@ -19,6 +19,7 @@ from medgate.datasets import LoadedDataset, load_dataset
 from medgate.gates import GateCell, gate_cells
 from medgate.metrics import MetricValue, compute_metrics, index_metrics
 from medgate.options import RunOptions
+from medgate.paths import cache_dir
 from medgate.predictor import Predictor, PredictorSettings
 
 CPU_TOKEN_BUDGET = 8192
@@ -128,7 +129,8 @@ def predictor_settings(options: RunOptions) -> PredictorSettings:
         parity = "torch" if options.backend == "onnxruntime" else "onnxruntime"
     return PredictorSettings(model=options.model, backend=backend, max_new_tokens=options.max_new_tokens,
                              record_prompts=options.record_prompts, allow_download=options.allow_download,
-                             parity_backend=parity)
+                             parity_backend=parity,
+                             cache_path=cache_dir() / "predictions.sqlite" if options.prediction_cache else None)
 
 
 class WorkerSide:

@@ -92,6 +92,8 @@ def build_manifest(state: Any, config: Any, controller: Any, started_at: dt.date
             "wall_seconds": round(time.perf_counter() - started, 3),
         },
         "truncated_cases": sum(s.get("truncated_cases", 0) for s in stats),
+        "prediction_cache": {"hits": sum(s.get("cache_hits", 0) for s in stats),
+                             "misses": sum(s.get("cache_misses", 0) for s in stats)},
         "started_at": started_at.isoformat(timespec="seconds"),
         "finished_at": finished_at.isoformat(timespec="seconds"),
     }

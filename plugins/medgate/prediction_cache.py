@@ -1,0 +1,104 @@
+"""A persistent cache of model outputs, so that a re-run or a gate-only change does not recompute.
+
+Keyed by everything that determines an output: the model fingerprint, the backend, device and dtype,
+the engine version, the exact token ids of the request (prompt and continuations, or the
+generation budget) and the context limit. Stored in SQLite (WAL) under the cache folder, which
+several xdist workers can read and write at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medgate.backends.base import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+
+# Bump when the engine's numerics or decoding change, so old entries are not reused.
+ENGINE_VERSION = 1
+
+
+def request_key(namespace: str, request: ScoreRequest | GenerateRequest) -> str:
+    digest = hashlib.sha256(namespace.encode())
+    if isinstance(request, ScoreRequest):
+        digest.update(b"score|")
+        digest.update(",".join(map(str, request.prompt_ids)).encode())
+        for continuation in request.continuations:
+            digest.update(b"|" + ",".join(map(str, continuation)).encode())
+    else:
+        digest.update(f"generate|{request.max_new_tokens}|".encode())
+        digest.update(",".join(map(str, request.prompt_ids)).encode())
+    return digest.hexdigest()
+
+
+def namespace_for(fingerprint: str, backend: str, device: str, dtype: str, max_context: int | None) -> str:
+    return f"v{ENGINE_VERSION}|{fingerprint}|{backend}|{device}|{dtype}|{max_context}"
+
+
+def _encode(result: ScoreResult | GenerateResult) -> str:
+    if isinstance(result, ScoreResult):
+        return json.dumps({"s": list(result.logprobs), "t": result.truncated_tokens, "n": result.non_finite})
+    return json.dumps({"g": list(result.token_ids), "r": result.stop_reason, "t": result.truncated_tokens})
+
+
+def _decode(text: str) -> ScoreResult | GenerateResult:
+    data: dict[str, Any] = json.loads(text)
+    if "s" in data:
+        return ScoreResult(tuple(data["s"]), data["t"], data["n"])
+    return GenerateResult(tuple(data["g"]), data["r"], data["t"])
+
+
+class PredictionCache:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._connection = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=NORMAL")
+        self._connection.execute(
+            "CREATE TABLE IF NOT EXISTS predictions (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL)"
+        )
+        self._connection.execute("CREATE TABLE IF NOT EXISTS backends (namespace TEXT PRIMARY KEY, info TEXT)")
+        self.hits = 0
+        self.misses = 0
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, ScoreResult | GenerateResult]:
+        found: dict[str, ScoreResult | GenerateResult] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):  # stay under SQLite's bound-parameter limit
+            chunk = unique[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._connection.execute(f"SELECT key, value FROM predictions WHERE key IN ({marks})", chunk)
+            for key, value in rows:
+                try:
+                    found[key] = _decode(value)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a damaged entry is recomputed, never trusted
+        self.hits += sum(1 for key in keys if key in found)
+        self.misses += sum(1 for key in keys if key not in found)
+        return found
+
+    def put_many(self, entries: Sequence[tuple[str, ScoreResult | GenerateResult]]) -> None:
+        now = time.time()
+        with self._connection:
+            self._connection.execute("BEGIN")
+            self._connection.executemany(
+                "INSERT OR REPLACE INTO predictions (key, value, created) VALUES (?, ?, ?)",
+                [(key, _encode(result), now) for key, result in entries],
+            )
+
+    def remember_backend(self, namespace: str, info: dict[str, Any]) -> None:
+        """What produced this namespace's entries, so a fully cached re-run can still report it."""
+        self._connection.execute("INSERT OR REPLACE INTO backends (namespace, info) VALUES (?, ?)",
+                                 (namespace, json.dumps(info)))
+
+    def backend_info(self, namespace: str) -> dict[str, Any] | None:
+        row = self._connection.execute("SELECT info FROM backends WHERE namespace = ?", (namespace,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def close(self) -> None:
+        self._connection.close()
