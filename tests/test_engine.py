@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from medgate.backends.base import GenerateRequest, ScoreRequest
-from medgate.backends.engine import BatchPolicy, Engine, left_pad, length_batches, log_softmax
+from medgate.backends.engine import BatchPolicy, Engine, left_pad, log_softmax, next_batch
 
 VOCAB = 12
 
@@ -92,10 +92,22 @@ def test_long_prompts_are_truncated_from_the_left_and_counted():
 
 def test_out_of_memory_halves_the_budget_and_splits_the_batch():
     model = FakeModel(fail_above=1)
-    policy = BatchPolicy(token_budget=1000)
+    policy = BatchPolicy(token_budget=1000, max_budget=4000)
     results = Engine(model, policy).score(requests())
-    assert policy.token_budget < 1000
+    assert policy.token_budget < 1000 and policy.max_budget < 1000  # never grows back into the error
     assert [r.logprobs for r in results] == [r.logprobs for r in Engine(FakeModel()).score(requests())]
+
+
+def test_budget_grows_while_passes_are_fast_up_to_its_ceiling():
+    policy = BatchPolicy(token_budget=8, max_budget=64, latency_target=1.0)
+    many = [ScoreRequest((1, 2, 3, 4), ((5,), (6,))) for _ in range(40)]
+    model = FakeModel()
+    Engine(model, policy).score(many)
+    assert policy.token_budget == 64
+    assert model.calls[0] == 2 and max(model.calls) == 16  # 8 then 64 tokens of 4-token rows
+    slow = BatchPolicy(token_budget=8, max_budget=64, latency_target=0.0)
+    Engine(FakeModel(), slow).score(many)
+    assert slow.token_budget == 8
 
 
 def test_other_errors_are_not_swallowed():
@@ -137,12 +149,14 @@ def test_batched_generation_equals_one_at_a_time():
     assert together == alone
 
 
-def test_left_pad_and_length_batches():
+def test_left_pad_and_next_batch():
     ids, mask = left_pad([[1, 2, 3], [4]], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
-    batches = list(length_batches([5, 1, 3, 8], token_budget=10, max_batch=8))
-    assert batches == [[3], [0, 2], [1]]
-    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3]
+    lengths = [5, 1, 3, 8]
+    order = [3, 0, 2, 1]
+    assert next_batch(order, 0, lengths, token_budget=10, max_batch=8) == [3]
+    assert next_batch(order, 1, lengths, token_budget=10, max_batch=8) == [0, 2]
+    assert next_batch(order, 3, lengths, token_budget=10, max_batch=8) == [1]
 
 
 def test_log_softmax_upcasts_half_precision():

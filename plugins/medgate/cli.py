@@ -14,6 +14,8 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Modules are imported lazily: `medgate diff` must not load onnxruntime.
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-tiny": ("medgate.tiny.command", "build the tiny test-double model (optionally degraded or untrained)"),
+    "bench": ("medgate.bench.command", "measure medgate against a transformers loop and lm-evaluation-harness"),
+    "parity": ("medgate.parity", "compare ONNX Runtime with transformers on the same prompts"),
 }
 
 

@@ -39,6 +39,7 @@ class PredictorStats:
     cases: int = 0
     groups: int = 0
     model_seconds: float = 0.0  # time inside backend calls
+    predict_seconds: float = 0.0  # whole group predictions: tokenization, model, records
     setup_seconds: float = 0.0  # model build/export/session creation
     truncated_cases: int = 0
     boundary_merges: int = 0
@@ -166,6 +167,12 @@ class Predictor:
     # -- prediction ---------------------------------------------------------------------------------
 
     def predict(self, cases: Sequence[Case]) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        records = self._predict(cases)
+        self.stats.predict_seconds += time.perf_counter() - started
+        return records
+
+    def _predict(self, cases: Sequence[Case]) -> list[dict[str, Any]]:
         prepared = [self._prepare(case) for case in cases]
         records: list[dict[str, Any] | None] = [None] * len(cases)
         scoring = [i for i, p in enumerate(prepared) if isinstance(p.request, ScoreRequest)]

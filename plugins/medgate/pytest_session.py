@@ -20,7 +20,7 @@ from medgate.cases import Case
 from medgate.gates import GateCell, GateVerdict, evaluate
 from medgate.options import RunOptions
 from medgate.report import build_report, report_status, write_json_atomic
-from medgate.report.manifest import build_manifest
+from medgate.report.manifest import build_manifest, truncation_by_dataset
 from medgate.run import ControllerSide, RunPlan, WorkerSide
 
 CASE_PROPERTY = "medgate_case"
@@ -197,6 +197,9 @@ class MedgateSession:
         if records:
             correct = sum(1 for r in records.values() if r.get("correct"))
             write(f"cases: {len(records)} answered, {correct} correct ({correct / len(records):.1%})")
+        for dataset, entry in sorted(truncation_by_dataset(records.values()).items()):
+            write(f"{dataset}: {entry['cases']} case(s) truncated from the left to fit the model's context "
+                  f"(up to {entry['max_tokens_dropped']} tokens dropped)", yellow=True)
         if self.gates:
             write(f"{'gate':<58} {'value':>7} {'bound':>12} {'n':>6}  result")
             for gate in self.gates:

@@ -22,8 +22,10 @@ from medgate.options import RunOptions
 from medgate.paths import cache_dir
 from medgate.predictor import Predictor, PredictorSettings
 
+# CPU throughput does not improve with bigger batches; a GPU's does, until memory runs out.
 CPU_TOKEN_BUDGET = 8192
-CUDA_TOKEN_BUDGET = 65536
+CUDA_TOKEN_BUDGET = 16384
+CUDA_MAX_TOKEN_BUDGET = 1 << 20
 
 
 class RunPlan:
@@ -114,6 +116,8 @@ def _gpu_count() -> int:
 def predictor_settings(options: RunOptions) -> PredictorSettings:
     device = resolve_device(options.device, options.backend)
     budget = options.token_budget or (CUDA_TOKEN_BUDGET if device == "cuda" else CPU_TOKEN_BUDGET)
+    # An explicit --token-budget is a fixed size; the default grows on a GPU.
+    ceiling = budget if options.token_budget or device != "cuda" else CUDA_MAX_TOKEN_BUDGET
     backend = BackendSettings(
         name=options.backend,
         device=device,
@@ -121,6 +125,7 @@ def predictor_settings(options: RunOptions) -> PredictorSettings:
         dtype="fp16" if device == "cuda" else "fp32",
         threads=worker_threads(),
         token_budget=budget,
+        max_token_budget=ceiling,
         gpu_mem_limit=options.gpu_mem_limit,
         max_context=options.max_context,
     )

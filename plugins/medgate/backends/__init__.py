@@ -24,13 +24,15 @@ class BackendSettings:
     device_id: int = 0
     dtype: str = "fp32"
     threads: int | None = None
-    token_budget: int = 8192
+    token_budget: int = 8192  # the first batches' size; grows up to max_token_budget while fast
+    max_token_budget: int = 8192
     gpu_mem_limit: int | None = None
     max_context: int | None = None
 
 
 def create_backend(settings: BackendSettings, checkpoint: Path, fingerprint: str, pad_id: int) -> Backend:
-    policy = BatchPolicy(token_budget=settings.token_budget)
+    policy = BatchPolicy(token_budget=settings.token_budget,
+                         max_budget=max(settings.token_budget, settings.max_token_budget))
     if settings.name == "onnxruntime":
         from medgate.backends.export import ensure_export
         from medgate.backends.ort import OrtBackend

@@ -8,6 +8,7 @@ early stop, out-of-memory back-off, and restoring the caller's order.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -61,33 +62,36 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np
     return ids, mask
 
 
-def length_batches(lengths: Sequence[int], token_budget: int, max_batch: int) -> Iterator[list[int]]:
-    """Indices grouped longest first, each batch within `token_budget` padded tokens."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batch: list[int] = []
-    for index in order:
-        width = lengths[batch[0]] if batch else lengths[index]
-        if batch and (len(batch) + 1) * width > token_budget or len(batch) >= max_batch:
-            yield batch
-            batch = []
-        batch.append(index)
-    if batch:
-        yield batch
+def next_batch(order: Sequence[int], start: int, lengths: Sequence[int], token_budget: int,
+               max_batch: int) -> list[int]:
+    """The next batch from a longest-first `order`: as many rows as fit `token_budget` padded tokens."""
+    width = lengths[order[start]]  # the longest row of the batch sets its padded width
+    size = max(1, min(max_batch, token_budget // max(1, width), len(order) - start))
+    return list(order[start:start + size])
 
 
 @dataclass
 class BatchPolicy:
-    """Padded tokens per forward pass; halved on out-of-memory and remembered."""
+    """Padded tokens per forward pass, chosen as the run goes.
+
+    The budget doubles while a forward pass takes under half the latency target (bigger batches keep
+    a GPU busy), up to `max_budget`; an out-of-memory error halves it and caps it below the size that
+    failed, so it never grows back into the same error.
+    """
 
     token_budget: int = 8192
     max_batch: int = 256
     min_budget: int = 64
+    max_budget: int = 8192
+    latency_target: float = 2.0  # seconds per forward pass
 
-    def shrink(self) -> bool:
-        if self.token_budget <= self.min_budget:
-            return False
+    def shrink(self) -> None:
+        self.max_budget = max(self.min_budget, self.token_budget - 1)
         self.token_budget = max(self.min_budget, self.token_budget // 2)
-        return True
+
+    def observe(self, seconds: float) -> None:
+        if seconds < self.latency_target / 2 and self.token_budget * 2 <= self.max_budget:
+            self.token_budget *= 2
 
 
 def _truncate(ids: Sequence[int], limit: int) -> tuple[list[int], int]:
@@ -212,10 +216,18 @@ class Engine:
 
     def _map_batches(self, lengths: Sequence[int],
                      run: Callable[[list[int]], Any]) -> Iterator[tuple[list[int], Any]]:
-        """Run each length-sorted batch; on out-of-memory halve the budget and split the batch."""
-        queue = deque(length_batches(lengths, self.policy.token_budget, self.policy.max_batch))
-        while queue:
-            batch = queue.popleft()
+        """Length-sorted batches (longest first, so memory errors surface early), sized by the policy;
+        on out-of-memory the policy shrinks and the failed batch is split and retried."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        position = 0
+        retry: deque[list[int]] = deque()
+        while retry or position < len(order):
+            if retry:
+                batch = retry.popleft()
+            else:
+                batch = next_batch(order, position, lengths, self.policy.token_budget, self.policy.max_batch)
+                position += len(batch)
+            started = time.perf_counter()
             try:
                 output = run(batch)
             except Exception as error:  # noqa: BLE001 - each runtime raises its own OOM type
@@ -223,7 +235,8 @@ class Engine:
                     raise
                 self.policy.shrink()
                 middle = len(batch) // 2
-                queue.appendleft(batch[middle:])
-                queue.appendleft(batch[:middle])
+                retry.appendleft(batch[middle:])
+                retry.appendleft(batch[:middle])
                 continue
+            self.policy.observe(time.perf_counter() - started)
             yield batch, output

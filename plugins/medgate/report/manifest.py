@@ -38,6 +38,18 @@ def _parity(workers: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def truncation_by_dataset(records: Any) -> dict[str, dict[str, int]]:
+    """Cases whose prompt lost tokens from the left to fit the context, per dataset (never silent)."""
+    counts: dict[str, dict[str, int]] = {}
+    for record in records:
+        dropped = record.get("truncated_tokens", 0)
+        if dropped:
+            entry = counts.setdefault(record["dataset"], {"cases": 0, "max_tokens_dropped": 0})
+            entry["cases"] += 1
+            entry["max_tokens_dropped"] = max(entry["max_tokens_dropped"], dropped)
+    return counts
+
+
 def build_manifest(state: Any, config: Any, controller: Any, started_at: dt.datetime,
                    started: float) -> dict[str, Any]:
     options = state.options
@@ -88,10 +100,12 @@ def build_manifest(state: Any, config: Any, controller: Any, started_at: dt.date
         "crashed_workers": controller.crashed_workers,
         "timing": {
             "model_seconds": round(sum(s.get("model_seconds", 0.0) for s in stats), 3),
+            "predict_seconds": round(sum(s.get("predict_seconds", 0.0) for s in stats), 3),
             "setup_seconds": round(sum(s.get("setup_seconds", 0.0) for s in stats), 3),
             "wall_seconds": round(time.perf_counter() - started, 3),
         },
         "truncated_cases": sum(s.get("truncated_cases", 0) for s in stats),
+        "truncation": truncation_by_dataset(controller.records.values()),
         "prediction_cache": {"hits": sum(s.get("cache_hits", 0) for s in stats),
                              "misses": sum(s.get("cache_misses", 0) for s in stats)},
         "started_at": started_at.isoformat(timespec="seconds"),

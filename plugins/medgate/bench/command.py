@@ -1,0 +1,153 @@
+"""Benchmark medgate against a plain transformers loop and lm-evaluation-harness (log-likelihood mode)
+on the same items, prompts and truncation. Every contender runs once untimed (warm-up: export,
+file caches), then is timed as a whole process; the output has cases/s and tokens/s for each, the
+ratios of medgate over the others, evaluation-phase rates, and the per-item agreement."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from medgate.bench.contenders import CONTENDERS, Run, run_lm_eval, run_medgate, run_transformers
+from medgate.bench.workload import prepare
+from medgate.datasets import default_data_dir
+from medgate.models import ModelError, materialize, resolve_model
+
+# Dense fp16/bf16 peak FLOP/s, for model FLOP utilisation on a GPU.
+GPU_PEAK_FLOPS = {"H100 SXM": 989.4e12, "H100 PCIe": 756.0e12, "H100 NVL": 835.0e12, "H200": 989.4e12,
+                  "A100": 312.0e12, "L40S": 362.0e12, "L4": 121.0e12, "A10": 125.0e12}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny", help="alias, checkpoint folder or random:<config> (default tiny)")
+    parser.add_argument("--dataset", default="medqa", help="registered dataset or .jsonl item file (default medqa)")
+    parser.add_argument("--limit", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", help="where upstream dataset files live")
+    parser.add_argument("--prompt", default="p0", help="log-likelihood prompt template (default p0)")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help=f"subset of {','.join(CONTENDERS)}")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--workers", type=int, default=1, help="medgate's pytest-xdist workers (default 1)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for the transformers loop (0: default)")
+    parser.add_argument("--lm-eval-batch-size", default="16")
+    parser.add_argument("--no-warmup", action="store_true")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--keep", type=Path, help="keep the workload and logs in this folder")
+
+
+def _parameters(checkpoint: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for path in checkpoint.glob("*.safetensors"):
+        with safe_open(str(path), "np") as handle:
+            for name in handle.keys():
+                total += int(__import__("numpy").prod(handle.get_slice(name).get_shape()))
+    return total
+
+
+def _gpu_name() -> str | None:
+    import subprocess
+
+    try:
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return listed.stdout.strip().splitlines()[0] if listed.returncode == 0 and listed.stdout.strip() else None
+
+
+def _peak(gpu: str | None) -> float | None:
+    if gpu is None:
+        return None
+    for key, value in GPU_PEAK_FLOPS.items():
+        if all(part.lower() in gpu.lower() for part in key.split()):
+            return value
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    unknown = set(contenders) - set(CONTENDERS)
+    if unknown or "medgate" not in contenders:
+        print(f"medgate bench: --contenders must include medgate and come from {', '.join(CONTENDERS)}", file=sys.stderr)
+        return 2
+    try:
+        checkpoint = materialize(resolve_model(args.model))
+    except ModelError as error:
+        print(f"medgate bench: {error}", file=sys.stderr)
+        return 2
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="medgate-bench-"))
+    workload = prepare(args.dataset, default_data_dir(args.data_dir), args.limit, args.seed, args.prompt,
+                       checkpoint, folder)
+    n = len(workload.items)
+
+    def measure(name: str) -> Run:
+        if name == "medgate":
+            return run_medgate(workload, checkpoint, args.prompt, folder, args.workers)
+        if name == "transformers":
+            return run_transformers(workload, checkpoint, folder, args.device, args.threads)
+        return run_lm_eval(workload, checkpoint, folder, args.device, args.lm_eval_batch_size)
+
+    runs: dict[str, Run] = {}
+    for name in contenders:
+        if not args.no_warmup:
+            print(f"[bench] warm-up {name}...", file=sys.stderr, flush=True)
+            measure(name)
+        print(f"[bench] timing {name}...", file=sys.stderr, flush=True)
+        runs[name] = measure(name)
+    gpu = _gpu_name() if args.device == "cuda" else None
+    peak, parameters = _peak(gpu), _parameters(checkpoint)
+    results: dict[str, Any] = {}
+    for name, measured in runs.items():
+        entry = {
+            "wall_seconds": round(measured.wall_seconds, 3),
+            "cases_per_s": round(n / measured.wall_seconds, 2),
+            "tokens_per_s": round(workload.prompt_tokens / measured.wall_seconds, 1),
+            "eval_seconds": round(measured.eval_seconds, 3),
+            "eval_cases_per_s": round(n / measured.eval_seconds, 2) if measured.eval_seconds else None,
+            "eval_tokens_per_s": round(workload.prompt_tokens / measured.eval_seconds, 1)
+            if measured.eval_seconds else None,
+            **measured.details,
+        }
+        if peak and measured.eval_seconds:
+            entry["mfu"] = round(2 * parameters * workload.prompt_tokens / measured.eval_seconds / peak, 4)
+        results[name] = entry
+    mine = runs["medgate"].predictions
+    agreement = {name: round(sum(a == b for a, b in zip(mine, r.predictions)) / n, 4)
+                 for name, r in runs.items() if name != "medgate"}
+    document = {
+        "model": args.model, "checkpoint": str(checkpoint), "parameters": parameters, "dataset": args.dataset,
+        "items": n, "prompt": args.prompt, "prompt_tokens": workload.prompt_tokens, "device": args.device,
+        "gpu": gpu, "host": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
+        "contenders": results,
+        "ratios": {name: round(results["medgate"]["cases_per_s"] / results[name]["cases_per_s"], 2)
+                   for name in results if name != "medgate"},
+        "eval_ratios": {name: round(results["medgate"]["eval_cases_per_s"] / results[name]["eval_cases_per_s"], 2)
+                        for name in results if name != "medgate" and results[name]["eval_cases_per_s"]},
+        "agreement_with_medgate": agreement,
+        "accuracy": {name: round(sum(p == item.answer for p, item in zip(r.predictions, workload.items)) / n, 4)
+                     for name, r in runs.items()},
+    }
+    _print_table(document)
+    if args.out:
+        args.out.write_text(json.dumps(document, indent=2) + "\n")
+    return 0
+
+
+def _print_table(document: dict[str, Any]) -> None:
+    print(f"{document['items']} items of {document['dataset']}, model {document['model']} "
+          f"({document['parameters']:,} parameters), {document['prompt_tokens']:,} prompt tokens, {document['device']}")
+    print(f"{'contender':<14}{'wall s':>9}{'cases/s':>10}{'tokens/s':>11}{'eval cases/s':>14}{'agree':>8}")
+    for name, entry in document["contenders"].items():
+        agree = document["agreement_with_medgate"].get(name)
+        print(f"{name:<14}{entry['wall_seconds']:>9.2f}{entry['cases_per_s']:>10.1f}{entry['tokens_per_s']:>11.0f}"
+              f"{entry['eval_cases_per_s'] or 0:>14.1f}{'' if agree is None else f'{agree:.1%}':>8}")
+    for name, ratio in document["ratios"].items():
+        eval_ratio = document["eval_ratios"].get(name)
+        print(f"medgate / {name}: {ratio:.2f}x whole process, {eval_ratio}x evaluation phase")

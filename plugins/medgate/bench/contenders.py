@@ -1,0 +1,120 @@
+"""Running each contender as a timed process and reading its predictions back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medgate.bench.workload import Workload
+from medgate.paths import fixtures_dir
+
+CONTENDERS = ("medgate", "transformers", "lm_eval")
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+
+
+class ContenderError(RuntimeError):
+    pass
+
+
+@dataclass
+class Run:
+    name: str
+    wall_seconds: float
+    eval_seconds: float
+    predictions: list[str | None]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _timed(command: list[str], cwd: Path, log: Path, environment: dict[str, str] | None = None) -> float:
+    env = {**os.environ, **OFFLINE, **(environment or {})}
+    started = time.perf_counter()
+    with log.open("w") as handle:
+        completed = subprocess.run(command, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, env=env, check=False)
+    wall = time.perf_counter() - started
+    if completed.returncode not in (0, 1):  # 1: a gate or case failed, which is still a complete run
+        tail = log.read_text()[-3000:]
+        raise ContenderError(f"{' '.join(command[:4])}... exited {completed.returncode}:\n{tail}")
+    return wall
+
+
+def run_medgate(workload: Workload, checkpoint: Path, prompt: str, folder: Path, workers: int) -> Run:
+    report = folder / "medgate-report.json"
+    suites = fixtures_dir().parent / "suites" / "test_mcqa.py"
+    command = [sys.executable, "-m", "pytest", str(suites), f"--model={checkpoint}",
+               f"--dataset={workload.items_file}", "--prompts", prompt, f"--report={report}",
+               "--no-prediction-cache", "-q", "-p", "no:cacheprovider"]
+    if workers > 1:
+        command += ["-n", str(workers)]
+    wall = _timed(command, fixtures_dir().parent, folder / "medgate.log")
+    document = json.loads(report.read_text())
+    by_item = {case["item_id"]: case["predicted_label"] for case in document["cases"]}
+    timing = document["manifest"]["timing"]
+    return Run("medgate", wall, timing["predict_seconds"], [by_item.get(item.id) for item in workload.items],
+               {"model_seconds": timing["model_seconds"], "workers": workers,
+                "execution_provider": document["manifest"]["execution_provider"]})
+
+
+def run_transformers(workload: Workload, checkpoint: Path, folder: Path, device: str, threads: int) -> Run:
+    out = folder / "transformers.json"
+    command = [sys.executable, "-m", "medgate.bench.transformers_loop", str(checkpoint), str(workload.prompts_file),
+               str(out), "--device", device, "--threads", str(threads)]
+    wall = _timed(command, folder, folder / "transformers.log")
+    result = json.loads(out.read_text())
+    return Run("transformers", wall, result["eval_seconds"], result["predictions"])
+
+
+def write_lm_eval_task(workload: Workload, folder: Path) -> Path:
+    """A task over the pre-rendered prompts: lm-eval scores target_delimiter + choice after the prompt."""
+    tasks = folder / "lm_eval_tasks"
+    tasks.mkdir(exist_ok=True)
+    rows = [json.loads(line) for line in workload.prompts_file.open(encoding="utf-8")]
+    data = tasks / "medgate_bench.jsonl"
+    with data.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            # lm-eval joins context and choice with target_delimiter; medgate's continuation is " <label>".
+            choices = [c[1:] if c.startswith(" ") else c for c in row["continuations"]]
+            handle.write(json.dumps({"prompt": row["prompt"], "choices": choices, "gold": row["gold"]}) + "\n")
+    delimiter = " " if all(c.startswith(" ") for row in rows for c in row["continuations"]) else ""
+    (tasks / "medgate_bench.yaml").write_text(
+        "task: medgate_bench\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        "doc_to_text: prompt\n"
+        "doc_to_choice: choices\n"
+        "doc_to_target: gold\n"
+        f"target_delimiter: {json.dumps(delimiter)}\n"
+        "metric_list:\n  - metric: acc\n"
+    )
+    return tasks
+
+
+def run_lm_eval(workload: Workload, checkpoint: Path, folder: Path, device: str, batch_size: str) -> Run:
+    tasks = write_lm_eval_task(workload, folder)
+    output = folder / "lm_eval_out"
+    timing = folder / "lm_eval_timing.json"
+    dtype = "float16" if device == "cuda" else "float32"
+    command = [sys.executable, "-m", "medgate.bench.lm_eval_timed", str(timing), "--",
+               "--model", "hf", "--model_args",
+               f"pretrained={checkpoint},dtype={dtype},add_bos_token=True,max_length={workload.max_context}",
+               "--tasks", "medgate_bench", "--include_path", str(tasks), "--device", device,
+               "--batch_size", batch_size, "--output_path", str(output), "--log_samples"]
+    wall = _timed(command, folder, folder / "lm_eval.log")
+    samples = sorted(output.rglob("samples_medgate_bench_*.jsonl"))
+    if not samples:
+        raise ContenderError(f"lm-eval wrote no samples under {output}; see {folder / 'lm_eval.log'}")
+    predictions: list[str | None] = [None] * len(workload.items)
+    for line in samples[-1].open(encoding="utf-8"):
+        sample = json.loads(line)
+        scores = [float(response[0]) for response in sample["filtered_resps"]]  # logged as strings
+        predictions[sample["doc_id"]] = workload.items[sample["doc_id"]].labels[scores.index(max(scores))]
+    return Run("lm_eval", wall, json.loads(timing.read_text())["eval_seconds"], predictions,
+               {"batch_size": batch_size})

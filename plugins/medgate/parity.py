@@ -1,0 +1,117 @@
+"""ONNX Runtime against transformers on the same prompts: `medgate parity --model M`.
+
+Reports the largest absolute difference of the raw next-token logits (full vocabulary, last
+prompt position), of the scored label log-probabilities, the predicted-label agreement, and for
+JSON prompts whether the generated text is identical. fp32 on CPU must agree on every label;
+fp16 on CUDA on at least 99.5% (fp16 rounding can swap near-ties).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medgate.backends import BackendSettings, BackendUnavailable
+from medgate.backends.engine import left_pad
+from medgate.cases import Case, expand_cases
+from medgate.datasets import DatasetError, UnknownDataset, default_data_dir, load_dataset
+from medgate.models import ModelError, ModelRef, resolve_model
+from medgate.perturbations import resolve_set
+from medgate.predictor import Predictor, PredictorSettings
+
+REQUIRED_AGREEMENT = {"cpu": 1.0, "cuda": 0.995}
+LOGIT_SAMPLE = 32  # prompts whose full logit vectors are compared
+
+
+def compare_backends(model: ModelRef, cases: Sequence[Case], device: str, threads: int | None = None) -> dict[str, Any]:
+    dtype = "fp16" if device == "cuda" else "fp32"
+    predictors = {
+        name: Predictor(PredictorSettings(model, BackendSettings(name=name, device=device, dtype=dtype,
+                                                                  threads=threads)))
+        for name in ("onnxruntime", "torch")
+    }
+    records = {name: predictor.predict(cases) for name, predictor in predictors.items()}
+    ort, ref = records["onnxruntime"], records["torch"]
+    scored = [(a, b) for a, b in zip(ort, ref) if a["mode"] == "loglik"]
+    generated = [(a, b) for a, b in zip(ort, ref) if a["mode"] == "generate"]
+    agree = sum(a["predicted_label"] == b["predicted_label"] for a, b in zip(ort, ref))
+    logprob_diff = max((abs(x - y) for a, b in scored for x, y in zip(a["scores"].values(), b["scores"].values())),
+                       default=0.0)
+    disagreements = [{"case_id": a["case_id"], "onnxruntime": a["predicted_label"], "torch": b["predicted_label"]}
+                     for a, b in zip(ort, ref) if a["predicted_label"] != b["predicted_label"]]
+    return {
+        "model": model.alias,
+        "device": device,
+        "dtype": dtype,
+        "cases": len(cases),
+        "label_agreement": agree / len(cases) if cases else 1.0,
+        "required_agreement": REQUIRED_AGREEMENT[device],
+        "max_abs_logprob_diff": logprob_diff,
+        "max_abs_logit_diff": _logit_difference(predictors, cases),
+        "generations_identical": sum(a["raw_output"] == b["raw_output"] for a, b in generated),
+        "generations": len(generated),
+        "execution_provider": predictors["onnxruntime"].backend.info.execution_provider,
+        "disagreements": disagreements[:50],
+    }
+
+
+def _logit_difference(predictors: dict[str, Predictor], cases: Sequence[Case]) -> float:
+    """Largest raw logit difference over the whole vocabulary at the last position of some prompts."""
+    ort = predictors["onnxruntime"]
+    tokenizer = ort.tokenizer
+    from medgate.prompts import render, template_for
+
+    prompts = []
+    for case in [c for c in cases if c.mode == "loglik"][:LOGIT_SAMPLE]:
+        text = tokenizer.prompt_text(render(template_for(case.prompt, case.item.language), case.item))
+        prompts.append(tokenizer.encode_prompt(text)[-ort.backend.info.max_context:])
+    if not prompts:
+        return 0.0
+    worst = 0.0
+    for start in range(0, len(prompts), 8):
+        ids, mask = left_pad(prompts[start:start + 8], tokenizer.pad_token_id)
+        index = np.full((ids.shape[0], 1), ids.shape[1] - 1, dtype=np.int64)
+        a = predictors["onnxruntime"].backend.engine.model.logits_at(ids, mask, index).astype(np.float32)  # type: ignore[attr-defined]
+        b = predictors["torch"].backend.engine.model.logits_at(ids, mask, index).astype(np.float32)  # type: ignore[attr-defined]
+        worst = max(worst, float(np.abs(a - b).max()))
+    return worst
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--dataset", action="append", help="repeatable (default: sample-en and sample-es)")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--prompts", default="p0,j0", help="comma-separated prompt names (default p0,j0)")
+    parser.add_argument("--perturbations", default="none", help="e.g. relabel_roman for multi-token labels")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--out", type=Path)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        model = resolve_model(args.model)
+        datasets = [load_dataset(name, default_data_dir(args.data_dir), args.limit)
+                    for name in args.dataset or ("sample-en", "sample-es")]
+        prompts = [p.strip() for p in args.prompts.split(",") if p.strip()]
+        cases = expand_cases(datasets, resolve_set(args.perturbations), prompts, seed=0, group_size=64)
+        result = compare_backends(model, cases, args.device)
+    except (ModelError, DatasetError, UnknownDataset, BackendUnavailable, ValueError) as error:
+        print(f"medgate parity: {error}", file=sys.stderr)
+        return 2
+    passed = result["label_agreement"] >= result["required_agreement"]
+    result["passed"] = passed
+    print(f"{result['cases']} cases, {result['model']} on {result['execution_provider']} ({result['dtype']}) vs torch")
+    print(f"  label agreement        {result['label_agreement']:.4%} (required {result['required_agreement']:.1%})")
+    print(f"  max |logit| difference {result['max_abs_logit_diff']:.3g}")
+    print(f"  max |log-prob| diff    {result['max_abs_logprob_diff']:.3g}")
+    print(f"  identical generations  {result['generations_identical']}/{result['generations']}")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0 if passed else 1
