@@ -79,3 +79,63 @@ def test_bundled_samples_are_valid_and_paired():
         assert len(item.options) in (4, 5)
     golds = [i.answer for i in english]
     assert max(golds.count(label) for label in "ABCD") <= len(golds) / 3, "gold labels should be balanced"
+
+
+def _records():
+    """Valid items, each with at most one mutation that may or may not break the schema."""
+    from hypothesis import strategies as st
+
+    label = st.one_of(st.from_regex(r"[A-Za-z0-9]{1,4}", fullmatch=True), st.text(max_size=5))
+    option = st.fixed_dictionaries({"label": st.from_regex(r"[A-Za-z0-9]{1,4}", fullmatch=True),
+                                    "text": st.text(min_size=1, max_size=8)})
+    base = st.fixed_dictionaries({
+        "id": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,6}", fullmatch=True),
+        "dataset": st.from_regex(r"[a-z0-9][a-z0-9._-]{0,6}", fullmatch=True),
+        "language": st.sampled_from(["en", "es"]),
+        "question": st.text(min_size=1, max_size=10),
+        "options": st.lists(option, min_size=3, max_size=6),
+        "answer": st.text(max_size=3),
+    }, optional={"subject": st.text(max_size=5), "pair_id": st.text(max_size=5), "source": st.text(max_size=5)})
+    odd = st.one_of(st.none(), st.integers(), st.text(max_size=4), st.lists(st.integers(), max_size=2),
+                    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2))
+
+    @st.composite
+    def mutated(draw):
+        record = draw(base)
+        kind = draw(st.sampled_from(["none", "set", "drop", "extra", "option"]))
+        if kind == "set":
+            record[draw(st.sampled_from(sorted(record)))] = draw(odd)
+        elif kind == "drop":
+            record.pop(draw(st.sampled_from(sorted(record))))
+        elif kind == "extra":
+            record[draw(st.text(min_size=1, max_size=6))] = draw(odd)
+        elif kind == "option" and record["options"]:
+            index = draw(st.integers(0, len(record["options"]) - 1))
+            record["options"][index] = draw(st.one_of(odd, st.fixed_dictionaries(
+                {"label": label, "text": st.text(max_size=3)}, optional={"x": odd})))
+        return record
+
+    return mutated()
+
+
+def test_fast_item_check_never_accepts_what_the_schema_rejects():
+    from hypothesis import given, settings
+
+    from medgate.items import _plainly_valid
+    from medgate.schemas import validator
+
+    schema = validator("item")
+
+    verdicts = []
+
+    @settings(max_examples=800, deadline=None)
+    @given(_records())
+    def check(record):
+        accepted = _plainly_valid(record)
+        verdicts.append(accepted)
+        if accepted:
+            assert schema.is_valid(record)
+
+    check()
+    assert _plainly_valid(GOOD) and schema.is_valid(GOOD)
+    assert any(verdicts) and not all(verdicts), "the generator must exercise both branches"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -71,21 +73,59 @@ class Item:
 
     def content_hash(self) -> str:
         """Hash of what a model sees and is scored against (not provenance fields)."""
-        payload = {
-            "question": self.question,
-            "options": [[o.label, o.text] for o in self.options],
-            "answer": self.answer,
-            "language": self.language,
-        }
-        text = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        return _content_hash(self)
+
+
+@lru_cache(maxsize=1 << 16)  # every perturbation and prompt of an item asks again
+def _content_hash(item: Item) -> str:
+    payload = {
+        "question": item.question,
+        "options": [[o.label, o.text] for o in item.options],
+        "answer": item.answer,
+        "language": item.language,
+    }
+    text = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+_DATASET = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_LABEL = re.compile(r"[A-Za-z0-9]{1,4}")
+_KEYS = frozenset({"id", "dataset", "language", "question", "options", "answer", "subject", "pair_id", "source"})
+_OPTIONAL_TEXT = ("subject", "pair_id", "source")
+
+
+def _plainly_valid(record: Any) -> bool:
+    """A fast check that accepts only what item.schema.json accepts (tested against it).
+
+    Validating thousands of items with jsonschema cost more than the rest of collection; a record
+    this check does not accept goes through jsonschema, which decides and explains.
+    """
+    if type(record) is not dict or not _KEYS.issuperset(record):
+        return False
+    identifier, dataset, question, answer = (record.get(k) for k in ("id", "dataset", "question", "answer"))
+    if not (type(identifier) is str and _ID.fullmatch(identifier) and type(dataset) is str
+            and _DATASET.fullmatch(dataset) and record.get("language") in ("en", "es")
+            and type(question) is str and question and type(answer) is str):
+        return False
+    if any(key in record and type(record[key]) is not str for key in _OPTIONAL_TEXT):
+        return False
+    options = record.get("options")
+    if type(options) is not list or not 3 <= len(options) <= 6:
+        return False
+    return all(
+        type(o) is dict and len(o) == 2 and type(o.get("label")) is str and _LABEL.fullmatch(o["label"])
+        and type(o.get("text")) is str and o["text"] != ""
+        for o in options
+    )
 
 
 def item_from_dict(record: Any) -> Item:
     """Validate one record against item.schema.json plus the rules a schema cannot say."""
-    problem = first_error("item", record)
-    if problem:
-        raise ItemError(problem)
+    if not _plainly_valid(record):
+        problem = first_error("item", record)
+        if problem:
+            raise ItemError(problem)
     labels = [option["label"] for option in record["options"]]
     if len(set(labels)) != len(labels):
         raise ItemError(f"options: duplicate labels {labels}")

@@ -175,7 +175,7 @@ def add_run_arguments(add: Any) -> None:
     add("--group-size", dest="medgate_group_size", type=POSITIVE, default=64, metavar="N",
         help="cases per batched prediction group (default 64)")
     add("--token-budget", dest="medgate_token_budget", type=POSITIVE, metavar="N",
-        help="fixed padded tokens per forward pass (default: 8192 on CPU; on CUDA from 16384, doubling while a "
+        help="fixed padded tokens per forward pass (default: 1024 on CPU; on CUDA from 16384, doubling while a "
              "pass takes under 1 s, halved on out-of-memory)")
     add("--max-new-tokens", dest="medgate_max_new_tokens", type=POSITIVE, default=32, metavar="N",
         help="generation budget in generate mode (default 32)")

@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from medgate.items import Item
@@ -39,7 +39,7 @@ class PromptTemplate:
     continuation: str
     description: str = ""
 
-    @property
+    @cached_property
     def content_hash(self) -> str:
         payload = {
             "name": self.name,
@@ -88,7 +88,8 @@ def json_answer(label: str) -> str:
 
 def continuation_text(template: PromptTemplate, label: str) -> str:
     """What follows the prompt for a given label: scored in loglik mode, the target in generate mode."""
-    return template.continuation.replace("{label}", label).replace("{json}", json_answer(label))
+    text = template.continuation.replace("{label}", label)
+    return text.replace("{json}", json_answer(label)) if "{json}" in text else text
 
 
 def _load_file(path: Path) -> dict[str, PromptTemplate]:

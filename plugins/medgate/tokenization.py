@@ -121,17 +121,28 @@ class TextTokenizer:
     def encode_choice(self, prompt: str, continuations: Sequence[str]) -> EncodedChoice:
         """Encode prompt+continuation together and split at the prompt's length (lm-eval's rule).
 
-        When a merge crosses the boundary, the jointly encoded prefix differs from the prompt alone;
-        then the continuation is encoded on its own and the merge is counted.
+        Re-encoding a long prompt once per option dominated the cost of a case, so each continuation
+        is encoded after the prompt's last words only (cut at whitespace), which gives the same ids
+        whenever that tail tokenizes exactly as the end of the whole prompt does (checked; otherwise
+        the whole prompt is used). When a merge crosses the boundary, the jointly encoded prefix
+        differs from the prompt alone; then the continuation is encoded on its own and counted.
         """
         prompt_ids = self.encode_prompt(prompt)
-        special = self.chat_template is None
-        joint = self.encode_batch([prompt + c for c in continuations], add_special_tokens=special)
+        context, context_ids, special = prompt, prompt_ids, self.chat_template is None
+        tail = _whitespace_tail(prompt)
+        if tail is not None:
+            tail_ids = self.encode(tail, add_special_tokens=False)
+            if tail_ids and prompt_ids[-len(tail_ids):] == tail_ids:
+                context, context_ids, special = tail, tail_ids, False
+        if context is prompt:
+            joint = self.encode_batch([context + c for c in continuations], add_special_tokens=special)
+        else:  # short strings: the batch call's thread pool costs more than it saves
+            joint = [self.encode(context + c, add_special_tokens=False) for c in continuations]
         merges = 0
         encoded: list[tuple[int, ...]] = []
-        n = len(prompt_ids)
+        n = len(context_ids)
         for continuation, ids in zip(continuations, joint):
-            if ids[:n] == prompt_ids and len(ids) > n:
+            if ids[:n] == context_ids and len(ids) > n:
                 encoded.append(tuple(ids[n:]))
             else:
                 merges += 1
@@ -143,6 +154,20 @@ class TextTokenizer:
             self._compiled_template = _compile_chat_template(str(self.chat_template))
         special = {"bos_token": self.bos_token or "", "eos_token": self.eos_token or ""}
         return str(self._compiled_template.render(messages=messages, add_generation_prompt=True, **special))
+
+
+TAIL_CHARACTERS = 48
+
+
+def _whitespace_tail(text: str) -> str | None:
+    """The prompt's last words, starting at a whitespace so no word is cut; None for short prompts."""
+    if len(text) <= 2 * TAIL_CHARACTERS:
+        return None
+    window = text[-TAIL_CHARACTERS:]
+    for position, char in enumerate(window):
+        if char.isspace() and position > 0:
+            return window[position:]
+    return None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

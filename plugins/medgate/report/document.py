@@ -73,8 +73,8 @@ def write_json_atomic(document: dict[str, Any], path: Path) -> None:
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, ensure_ascii=False, separators=(",", ":"))
-            handle.write("\n")
+            # One write: json.dump would issue a write per token (100k+ calls for a large report).
+            handle.write(json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n")
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
