@@ -14,6 +14,7 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Modules are imported lazily: `medgate diff` must not load onnxruntime.
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-tiny": ("medgate.tiny.command", "build the tiny test-double model (optionally degraded or untrained)"),
+    "fetch": ("medgate.datasets.fetch", "download registered datasets' upstream files and verify their sha256"),
 }
 
 
