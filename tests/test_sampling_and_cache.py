@@ -109,7 +109,7 @@ def test_corrupt_cache_entry_is_rebuilt_not_trusted(tmp_path, damage):
     assert entry.read_bytes() == data  # rewritten
 
 
-def test_cache_key_follows_the_file_bytes_and_the_dataset(shared_raw, tmp_path):
+def test_cache_key_follows_the_file_bytes_and_the_dataset():
     spec = registry()["mmlu-anatomy"]
     key = cache_key(spec, [spec.files[0].sha256])
     assert cache_key(spec, ["0" * 64]) != key
