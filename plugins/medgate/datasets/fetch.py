@@ -3,7 +3,7 @@
 Files go where the converters look for them (--data-dir, else $MEDGATE_DATA_DIR, else a per-user
 cache). URLs come from fixtures/datasets/registry.toml; --mirror (or $MEDGATE_DATASET_MIRROR)
 fetches BASE_URL/<path> instead, for an internal mirror of the same layout. A file already there
-with the right sha256 is kept. This is the only medgate command that uses the network.
+with the right sha256 is kept. Runs never download datasets; only this command does.
 """
 
 from __future__ import annotations
