@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-tiny": ("medgate.tiny.command", "build the tiny test-double model (optionally degraded or untrained)"),
     "bench": ("medgate.bench.command", "measure medgate against a transformers loop and lm-evaluation-harness"),
     "parity": ("medgate.parity", "compare ONNX Runtime with transformers on the same prompts"),
+    "fetch": ("medgate.datasets.fetch", "download registered datasets' upstream files and verify their sha256"),
 }
 
 

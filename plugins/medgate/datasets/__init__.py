@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import os
+import shlex
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medgate.datasets.converters import CONVERTERS
+from medgate.datasets.converters import CONVERTERS, Converted
+from medgate.datasets.errors import DatasetError, DatasetWarning, FetchError, UpstreamFormatError
+from medgate.datasets.item_cache import cache_key, read_entry, write_entry
 from medgate.datasets.registry import DatasetSpec, UnknownDataset, get_spec, registry
 from medgate.datasets.sampling import apply_subsets, stratified_sample
 from medgate.items import Item, ItemError, file_sha256, load_jsonl
 from medgate.paths import cache_dir, fixtures_dir
 
-__all__ = ["check_available", "DatasetError", "LoadedDataset", "UnknownDataset", "default_data_dir", "load_dataset", "registry"]
-
-
-class DatasetError(RuntimeError):
-    pass
+__all__ = [
+    "DatasetError", "DatasetWarning", "FetchError", "LoadedDataset", "UnknownDataset", "UpstreamFormatError",
+    "check_available", "convert_registered", "default_data_dir", "load_dataset", "registry", "spec_paths",
+]
 
 
 @dataclass(frozen=True)
@@ -36,29 +40,80 @@ def default_data_dir(option: str | os.PathLike[str] | None = None) -> Path:
     return Path(configured).expanduser() if configured else cache_dir() / "data"
 
 
-def _spec_paths(spec: DatasetSpec, data_dir: Path) -> list[Path]:
+def spec_paths(spec: DatasetSpec, data_dir: Path) -> list[Path]:
+    """Where the dataset's files are, all of which must exist."""
     root = fixtures_dir() / "datasets" if spec.bundled else data_dir
     paths = [root / f.path for f in spec.files]
     missing = [p for p in paths if not p.is_file()]
     if missing:
+        command = f"medgate fetch {spec.name} --data-dir {shlex.quote(str(data_dir))}"
         raise DatasetError(
-            f"dataset {spec.name!r}: missing {', '.join(str(p) for p in missing)}; "
-            f"get it with `medgate fetch {spec.name} --data-dir {data_dir}` (or pass --data-dir where it is)"
+            f"dataset {spec.name!r}: upstream file(s) not found: {', '.join(str(p) for p in missing)}. "
+            f"Get them with `{command}`, or point --data-dir (or MEDGATE_DATA_DIR) at the folder holding them"
         )
     return paths
 
 
-def _load_registered(spec: DatasetSpec, data_dir: Path) -> tuple[list[Item], dict[str, int], list[dict[str, str]]]:
-    paths = _spec_paths(spec, data_dir)
+def _check_unique_ids(spec: DatasetSpec, items: list[Item]) -> None:
+    counts = Counter(item.id for item in items)
+    repeated = [item for item in items if counts[item.id] > 1]
+    if repeated:
+        sources = ", ".join(str(item.source) for item in repeated[:4])
+        raise UpstreamFormatError(
+            f"dataset {spec.name!r}: item id {repeated[0].id!r} occurs more than once ({sources})"
+        )
+
+
+def convert_registered(spec: DatasetSpec, paths: Sequence[Path], hashes: Sequence[str],
+                       use_cache: bool = True) -> Converted:
+    """Convert (or reuse the cached conversion of) exactly these files."""
+    key = cache_key(spec, hashes)
+    if use_cache:
+        cached = read_entry(spec, key)
+        if cached is not None:
+            return cached
     converter = CONVERTERS.get(spec.converter)
     if converter is None:
-        raise DatasetError(f"dataset {spec.name!r}: unknown converter {spec.converter!r}")
-    converted = converter(spec, paths)
-    files = [{"path": str(p), "sha256": file_sha256(p)} for p in paths]
+        raise DatasetError(f"dataset {spec.name!r}: unknown converter {spec.converter!r}; "
+                           f"known converters: {', '.join(sorted(CONVERTERS))}")
+    try:
+        converted = converter(spec, list(paths))
+    except UpstreamFormatError as error:
+        mismatched = [str(path) for path, upstream, digest in zip(paths, spec.files, hashes, strict=True)
+                      if upstream.sha256 and upstream.sha256 != digest]
+        if mismatched:
+            raise UpstreamFormatError(f"{error} [sha256 of {', '.join(mismatched)} differs from the "
+                                      f"registry: re-fetch with `medgate fetch {spec.name}`]") from None
+        raise
+    if not converted.items:
+        raise UpstreamFormatError(f"dataset {spec.name!r}: {', '.join(map(str, paths))} hold no usable items")
+    _check_unique_ids(spec, converted.items)
+    if use_cache:
+        write_entry(spec, key, converted)
+    return converted
+
+
+def _load_registered(spec: DatasetSpec,
+                     data_dir: Path) -> tuple[list[Item], dict[str, int], list[dict[str, Any]]]:
+    paths = spec_paths(spec, data_dir)
+    hashes = [file_sha256(p) for p in paths]
+    files: list[dict[str, Any]] = []
+    for path, upstream, digest in zip(paths, spec.files, hashes, strict=True):
+        record: dict[str, Any] = {"path": str(path.resolve()), "sha256": digest}
+        if upstream.sha256:
+            record["registry_sha256_match"] = digest == upstream.sha256
+        files.append(record)
+    converted = convert_registered(spec, paths, hashes)
+    for record in files:
+        if record.get("registry_sha256_match") is False:
+            warnings.warn(f"dataset {spec.name!r}: {record['path']} is not the registered file (sha256 "
+                          f"{record['sha256'][:12]}...); results are not comparable with the published "
+                          "dataset",
+                          DatasetWarning, stacklevel=3)
     return converted.items, converted.excluded, files
 
 
-def _load_path(path: Path) -> tuple[str, list[Item], list[dict[str, str]]]:
+def _load_path(path: Path) -> tuple[str, list[Item], list[dict[str, Any]]]:
     items = load_jsonl(path)
     names = sorted({item.dataset for item in items})
     if len(names) != 1:
@@ -66,43 +121,64 @@ def _load_path(path: Path) -> tuple[str, list[Item], list[dict[str, str]]]:
     return names[0], items, [{"path": str(path), "sha256": file_sha256(path)}]
 
 
+def _is_item_file(name_or_path: str) -> bool:
+    return name_or_path.endswith(".jsonl") or Path(name_or_path).expanduser().is_file()
+
+
+def _known_values(items: Sequence[Item], subsets: Sequence[tuple[str, str]]) -> str:
+    """For a filter on subject or language, the values that exist (the usual cause is a typo)."""
+    hints = []
+    for key in sorted({k for k, _ in subsets} & {"subject", "language"}):
+        values = sorted({str(getattr(item, key)) for item in items if getattr(item, key)})
+        if values:
+            shown = ", ".join(values[:30]) + (", ..." if len(values) > 30 else "")
+            hints.append(f"; its {key} values are: {shown}")
+    return "".join(hints)
+
+
 def check_available(name_or_path: str, data_dir: Path) -> None:
     """Cheap check when options are parsed: the name is known and its files are where expected."""
-    if name_or_path.endswith(".jsonl") or Path(name_or_path).expanduser().is_file():
+    if _is_item_file(name_or_path):
         if not Path(name_or_path).expanduser().is_file():
             raise DatasetError(f"item file {name_or_path} does not exist")
         return
-    _spec_paths(get_spec(name_or_path), data_dir)
+    spec_paths(get_spec(name_or_path), data_dir)
 
 
 def load_dataset(name_or_path: str, data_dir: Path, limit: int | None = None, seed: int = 0,
                  subsets: Sequence[tuple[str, str]] = ()) -> LoadedDataset:
     candidate = Path(name_or_path).expanduser()
     excluded: dict[str, int] = {}
-    if name_or_path.endswith(".jsonl") or candidate.is_file():
+    details: dict[str, Any] = {}
+    if _is_item_file(name_or_path):
         if not candidate.is_file():
             raise DatasetError(f"item file {candidate} does not exist")
         name, items, files = _load_path(candidate)
-        split = "file"
+        split, salt = "file", name
     else:
         spec = get_spec(name_or_path)
-        name, split = spec.name, spec.split
+        name, split, salt = spec.name, spec.split, spec.sampling_salt
         items, excluded, files = _load_registered(spec, data_dir)
+        details = {"languages": list(spec.languages), "converter": spec.converter,
+                   "license": spec.license, "citation": spec.citation}
     loaded = len(items)
-    selected = apply_subsets(items, subsets)
-    if limit is not None:
-        selected = stratified_sample(selected, limit, seed, salt=name)
+    filtered = apply_subsets(items, subsets)
+    if not filtered:
+        raise DatasetError(f"dataset {name!r}: no items left after --subset "
+                           f"{' '.join(f'{k}={v}' for k, v in subsets)}{_known_values(items, subsets)}")
+    sampled = limit is not None and limit < len(filtered)
+    selected = stratified_sample(filtered, limit, seed, salt=salt) if limit is not None else filtered
     provenance = {
         "name": name,
         "split": split,
+        **details,
         "files": files,
         "items_available": loaded,
-        "items_excluded": excluded,
+        "items_excluded": dict(sorted(excluded.items())),
         "items_selected": len(selected),
         "subsets": [f"{k}={v}" for k, v in subsets],
         "limit": limit,
         "seed": seed,
+        "stratified_by": "subject" if sampled else None,
     }
-    if not selected:
-        raise DatasetError(f"dataset {name!r}: no items left after --subset {provenance['subsets']}")
     return LoadedDataset(name, selected, provenance)
