@@ -20,19 +20,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of `command` only: its module is the only one imported."""
     parser = argparse.ArgumentParser(prog="medgate", description="Release gates for clinical language models.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        sub = subparsers.add_parser(name, help=summary, description=(module.__doc__ or summary).strip())
-        module.add_arguments(sub)
-        sub.set_defaults(_module=module)
+        sub = subparsers.add_parser(name, help=summary, description=summary)
+        if name == command:
+            module = importlib.import_module(module_name)
+            sub.description = (module.__doc__ or summary).strip()
+            module.add_arguments(sub)
+            sub.set_defaults(_module=module)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in arguments if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(arguments)
     try:
         return int(args._module.run(args))
     except KeyboardInterrupt:
