@@ -129,8 +129,8 @@ def test_plain_pytest_runs_without_medgate_cases_write_no_report(pytester: pytes
     assert not (pytester.path / "reports").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="pytest 9.2 ignores xdist 3.8's `item._nodeid = ...@group` rewrite, so "
-                   "loadgroup schedules every case alone and each worker predicts every group it touches")
+@pytest.mark.xfail(strict=True, reason="pytest 9.2 ignores xdist 3.8's `item._nodeid = ...@group` rewrite, "
+                   "so loadgroup schedules every case alone and each worker predicts every group it touches")
 def test_each_group_is_predicted_once_under_xdist(suite, tiny_checkpoint):
     suite.runpytest_subprocess("-n", "2", "--report", "report.json", "-p", "no:cacheprovider")
     document = report_of(suite)
