@@ -70,3 +70,23 @@ def test_max_bound_gate():
     cell = GateCell("flip_rate", "d", "typos", "*", "loglik", "max", 0.1)
     metric = proportion("flip_rate", "d", "typos", "*", "loglik", [True] * 2 + [False] * 18)
     assert evaluate(cell, {metric.cell: metric}).passed is True
+
+
+def test_a_perturbations_list_limits_a_gate_to_those_perturbations(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text('[stability]\nmin = 0.9\nperturbations = ["typos", "shuffle_options+typos"]\n')
+    thresholds = load_thresholds(path)
+    combos = {("d", p, "p0", "loglik") for p in ("original", "typos", "gold_last", "shuffle_options+typos")}
+    assert [c.gate_id for c in gate_cells("stability", thresholds, combos)] == ["d/shuffle_options+typos", "d/typos"]
+    assert load_thresholds(path, [("stability", 0.5)]).threshold("stability", "d", "gold_last") == 0.5
+
+
+@pytest.mark.parametrize("scope, message", [
+    ('["typoz"]', r"\[stability\] perturbations: unknown perturbation 'typoz'"),
+    ('"typos"', "must be a list of perturbation names"),
+])
+def test_a_bad_perturbations_list_is_refused(tmp_path, scope, message):
+    path = tmp_path / "t.toml"
+    path.write_text(f"[stability]\nmin = 0.9\nperturbations = {scope}\n")
+    with pytest.raises(GateConfigError, match=message):
+        load_thresholds(path)

@@ -2,8 +2,9 @@
 with `--threshold NAME=VALUE`, turned into one gate case per metric cell.
 
 A thresholds file has one table per metric with `min` (or `max`, for flip_rate), optional
-`by_dataset` / `by_perturbation` tables of overrides, and an optional `datasets` list that limits
-the gate to those datasets:
+`by_dataset` / `by_perturbation` tables of overrides, an optional `datasets` list that limits
+the gate to those datasets, and an optional `perturbations` list that limits it to those
+perturbations (for a model that is robust to some perturbations by design and not to others):
 
     [accuracy]
     min = 0.6
@@ -22,6 +23,7 @@ from typing import Any
 
 from medgate.metrics import ALL, ORIGINAL, MetricValue
 from medgate.paths import fixtures_dir
+from medgate.perturbations import PerturbationError, get
 
 # metric -> (bound, which cells it gates: "dataset" | "perturbed" | "perturbation" | "pairs")
 GATE_METRICS: dict[str, tuple[str, str]] = {
@@ -52,6 +54,9 @@ class Thresholds:
             return None
         scope = rule.get("datasets")
         if scope is not None and not set(dataset.split("|")) <= set(scope):
+            return None
+        only = rule.get("perturbations")
+        if only is not None and perturbation not in only:
             return None
         bound = GATE_METRICS[metric][0]
         for table, key in (("by_perturbation", perturbation), ("by_dataset", dataset)):
@@ -101,10 +106,24 @@ def load_thresholds(path: Path, overrides: Iterable[tuple[str, float]] = ()) -> 
         bound = GATE_METRICS[metric][0]
         if bound not in rule:
             raise GateConfigError(f"{path}: [{metric}] needs `{bound}`")
+        _check_perturbation_scope(path, metric, rule.get("perturbations"))
         rules[metric] = dict(rule)
     for metric, value in overrides:  # the command line wins over every per-cell override
         rules[metric] = {GATE_METRICS[metric][0]: value}
     return Thresholds(str(path), rules)
+
+
+def _check_perturbation_scope(path: Path, metric: str, names: Any) -> None:
+    """A misspelt name would silently gate nothing, so every name must be a known perturbation."""
+    if names is None:
+        return
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise GateConfigError(f"{path}: [{metric}] perturbations must be a list of perturbation names")
+    for name in names:
+        try:
+            get(name)
+        except PerturbationError as error:
+            raise GateConfigError(f"{path}: [{metric}] perturbations: {error}") from None
 
 
 @dataclass(frozen=True)

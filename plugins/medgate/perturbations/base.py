@@ -1,11 +1,13 @@
-"""Registry and application of perturbations."""
+"""What a perturbation is, how it is seeded, and the registry the family modules fill."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from medgate.items import Item
 
@@ -18,14 +20,42 @@ class PerturbationError(ValueError):
 
 @dataclass(frozen=True)
 class Perturbation:
+    """One step: a pure function of the item and a generator seeded for this item and step.
+
+    `uses` returns the fixture data the step reads (NOTA phrases, distractor sentences); it is
+    hashed into `definition()`, so editing that data makes reports visibly incomparable.
+    """
+
     name: str
     description: str
     function: Callable[[Item, random.Random], Item]
     version: int = 1
+    uses: Callable[[], Any] | None = None
+
+    @property
+    def steps(self) -> tuple[Perturbation, ...]:
+        return (self,)
+
+    def data_sha256(self) -> str | None:
+        if self.uses is None:
+            return None
+        text = json.dumps(self.uses(), ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def definition(self) -> dict[str, object]:
         """What identifies this perturbation's behaviour in a report (for comparability checks)."""
-        return {"name": self.name, "description": self.description, "version": self.version}
+        definition: dict[str, object] = {"name": self.name, "description": self.description,
+                                          "version": self.version}
+        data = self.data_sha256()
+        if data is not None:
+            definition["data_sha256"] = data
+        return definition
+
+    def apply(self, item: Item, seed: int) -> Item:
+        result = self.function(item, seeded_rng(item, self.name, seed))
+        if result is item:
+            return item
+        return replace(result, extras={**item.extras, **result.extras})
 
 
 def _identity(item: Item, rng: random.Random) -> Item:
@@ -38,6 +68,11 @@ REGISTRY: dict[str, Perturbation] = {
 
 
 def register(perturbation: Perturbation) -> Perturbation:
+    if perturbation.name in REGISTRY:
+        raise PerturbationError(f"perturbation {perturbation.name!r} is registered twice")
+    if not perturbation.name.replace("_", "").isalnum():
+        # Names appear in case ids and pytest ids, and `+` composes them.
+        raise PerturbationError(f"perturbation name {perturbation.name!r} must be letters, digits and _")
     REGISTRY[perturbation.name] = perturbation
     return perturbation
 
@@ -48,25 +83,7 @@ def seeded_rng(item: Item, name: str, seed: int) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(material).digest()[:8], "big"))
 
 
-def get(name: str) -> Perturbation:
-    if name not in REGISTRY:
-        raise PerturbationError(f"unknown perturbation {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
-
-
-def apply(name: str, item: Item, seed: int) -> Item:
-    perturbation = get(name)
-    result = perturbation.function(item, seeded_rng(item, name, seed))
-    if result is item:
-        return item
-    return replace(result, extras={**item.extras, **result.extras})
-
-
-def resolve_set(spec: str) -> list[str]:
-    """`none` (original only) or comma-separated names; `original` always comes first."""
-    if spec in ("", "none", ORIGINAL):
-        return [ORIGINAL]
-    names = [part.strip() for part in spec.split(",") if part.strip()]
-    for name in names:
-        get(name)
-    return [ORIGINAL] + [name for name in names if name != ORIGINAL]
+def origin_of(item: Item) -> tuple[int | None, ...]:
+    """For each presented option, its index in the published item (None: inserted by a perturbation)."""
+    origin = item.extras.get("origin")
+    return tuple(range(len(item.options))) if origin is None else tuple(origin)
