@@ -49,17 +49,23 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"medgate: {error}") from None
     config.stash[STATE] = state
     if getattr(config.option, "dist", "no") == "load":
-        config.option.dist = "loadgroup"  # keep each prediction group on one worker
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None and workerinput.get("medgate_loadgroup"):
-        config.option.loadgroup = True  # workers re-parse argv, which lacks --dist loadgroup
+        config.option.dist = "loadgroup"  # keep each prediction group on one worker (see xdist_scheduling)
     if not state.is_worker:
         config.pluginmanager.register(MedgateSession(config, state), "medgate-session")
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node: Any) -> None:
-    node.workerinput["medgate_loadgroup"] = getattr(node.config.option, "dist", "no") == "loadgroup"
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under loadgroup (which medgate turns plain -n N into), schedule by prediction group."""
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return None
+    state = config.stash[STATE]
+    state.plan.load()
+    if state.plan.failure:
+        return None  # the workers report the data error while collecting
+    from medgate.xdist_scheduling import CaseGroupScheduling
+
+    return CaseGroupScheduling(config, log, {case.case_id: case.group for case in state.plan.cases})
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
