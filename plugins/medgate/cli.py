@@ -14,6 +14,7 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Modules are imported lazily: `medgate diff` must not load onnxruntime.
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-tiny": ("medgate.tiny.command", "build the tiny test-double model (optionally degraded or untrained)"),
+    "diff": ("medgate.compare.command", "compare two run reports: paired statistics, flipped items, regressions"),
 }
 
 
