@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from medgate.metrics import ALL, ORIGINAL
@@ -92,15 +93,19 @@ def _flag(value: Any) -> Ratio:
 
 
 def _per_case(records: Iterable[Record], cells: _Cells) -> None:
+    # The hot loop of a comparison (once per case and cell): it fills the units directly.
     for r in records:
-        combo, unit = combo_of(r), case_unit(r)
+        combo, unit, generate = combo_of(r), case_unit(r), r["mode"] == "generate"
+        flags = [("accuracy", _flag(r["correct"]))]
+        if generate:
+            flags += [("lenient_accuracy", _flag(r.get("lenient_correct", False))),
+                      ("compliance", _flag(r.get("schema_valid", False)))]
         for prompt in (r["prompt"], ALL):
-            place = (r["dataset"], r["perturbation"], prompt, r["mode"])
-            cells.at(("accuracy", *place)).add(unit, _flag(r["correct"]), r["prompt"], combo)
-            if r["mode"] == "generate":
-                cells.at(("lenient_accuracy", *place)).add(unit, _flag(r.get("lenient_correct", False)),
-                                                           r["prompt"], combo)
-                cells.at(("compliance", *place)).add(unit, _flag(r.get("schema_valid", False)), r["prompt"], combo)
+            for metric, ratio in flags:
+                target = cells.at((metric, r["dataset"], r["perturbation"], prompt, r["mode"]))
+                target.units[unit] = ratio
+                target.prompts.add(r["prompt"])
+                target.combos.add(combo)
 
 
 def _stability(records: Sequence[Record], cells: _Cells) -> None:
@@ -124,8 +129,10 @@ def _stability(records: Sequence[Record], cells: _Cells) -> None:
 
 def _group(records: Iterable[Record], *keys: str) -> dict[tuple[Any, ...], list[Record]]:
     groups: dict[tuple[Any, ...], list[Record]] = defaultdict(list)
+    key_of = itemgetter(*keys)
     for record in records:
-        groups[tuple(record[key] for key in keys)].append(record)
+        key = key_of(record)
+        groups[key if len(keys) > 1 else (key,)].append(record)
     return groups
 
 
