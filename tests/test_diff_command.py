@@ -65,11 +65,17 @@ def test_html_output_is_a_page_with_the_comparison(reports, tmp_path):
 def test_unreadable_reports_are_clear_errors(reports, tmp_path, capsys):
     broken = tmp_path / "broken.json"
     broken.write_text('{"schema_version": "0.9", "cases": [], "manifest": {}}')
+    twice = tmp_path / "twice.json"
+    document = json.loads(reports["base"].read_text())
+    document["cases"].append(document["cases"][0])
+    twice.write_text(json.dumps(document))
     assert main(["diff", str(reports["base"]), str(tmp_path / "nope.json")]) == 2
     assert main(["diff", str(reports["base"]), str(broken)]) == 2
+    assert main(["diff", str(twice), str(reports["base"])]) == 2
     err = capsys.readouterr().err
     assert "nope.json: no such report" in err
     assert "broken.json: report schema version '0.9'; this medgate reads '1.0'" in err
+    assert "twice.json: case synth-en/00000/original/p0 appears twice" in err
 
 
 def test_bad_options_are_usage_errors(reports, capsys):

@@ -78,11 +78,15 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if state is None:
         return None
     o = state.options
-    return [
+    lines = [
         f"medgate: model {o.model.alias} ({o.model.kind}), backend {o.backend}, device {o.device}; "
         f"datasets {', '.join(o.datasets)}; perturbations {', '.join(o.perturbations)}; "
         f"prompts {', '.join(o.prompts)}"
     ]
+    if state.comparison is not None:
+        rules = ", ".join(rule.expression for rule in o.regression_rules) or "none"
+        lines.append(f"medgate: comparing with {state.comparison.baseline_path}; regression gates: {rules}")
+    return lines
 
 
 # -- collection ---------------------------------------------------------------------------------------

@@ -191,7 +191,11 @@ class MedgateSession:
         """Evaluate the gates the workers left out and log them as ordinary test reports."""
         hook = self.config.hook
         for nodeid, descriptor in self.state.controller.gate_descriptors.items():
-            verdict = self.state.evaluate_gate(gate_cell_from_descriptor(descriptor["cell"]))
+            verdict: GateVerdict | RegressionVerdict | str
+            try:
+                verdict = self.state.evaluate_gate(gate_cell_from_descriptor(descriptor["cell"]))
+            except Exception as error:  # noqa: BLE001 - a broken gate fails as a test, not as an INTERNALERROR
+                verdict = f"medgate could not evaluate this gate: {error!r}"
             location = tuple(descriptor["location"])
             hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
             for when in ("setup", "call", "teardown"):
@@ -199,10 +203,12 @@ class MedgateSession:
             hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
 
     @staticmethod
-    def _gate_report(nodeid: str, location: Any, descriptor: dict[str, Any], verdict: GateVerdict | RegressionVerdict,
-                     when: str) -> pytest.TestReport:
+    def _gate_report(nodeid: str, location: Any, descriptor: dict[str, Any],
+                     verdict: GateVerdict | RegressionVerdict | str, when: str) -> pytest.TestReport:
         outcome, longrepr, properties = "passed", None, []
-        if when == "call":
+        if when == "call" and isinstance(verdict, str):
+            outcome, longrepr = "failed", verdict
+        elif when == "call":
             properties = [(GATE_PROPERTY, verdict.to_dict())]
             if verdict.passed is None:
                 outcome, longrepr = "skipped", (str(location[0]), int(location[1] or 0) + 1,

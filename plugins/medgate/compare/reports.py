@@ -39,10 +39,14 @@ def load_report(path: Path) -> dict[str, Any]:
         raise ReportError(f"{path}: report schema version {version!r}; this medgate reads {SCHEMA_VERSION!r}")
     if not isinstance(document["cases"], list) or not isinstance(document["manifest"], dict):
         raise ReportError(f"{path}: `cases` must be a list and `manifest` an object")
+    seen: set[str] = set()
     for index, case in enumerate(document["cases"]):
         missing = CASE_FIELDS - case.keys() if isinstance(case, dict) else CASE_FIELDS
         if missing:
             raise ReportError(f"{path}: cases[{index}] lacks {', '.join(sorted(missing))}")
+        if case["case_id"] in seen:
+            raise ReportError(f"{path}: case {case['case_id']} appears twice")
+        seen.add(case["case_id"])
     return document
 
 
