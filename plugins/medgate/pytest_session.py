@@ -8,7 +8,6 @@ the report at session end and prints the gate table.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -316,13 +315,14 @@ class MedgateSession:
                 write(f"--fail-on-regression {rule.expression} gates nothing: this run has no {rule.metric} cells",
                       yellow=True)
         if regressions:
-            write(f"{'regression gate':<46} {'baseline':>8} {'current':>8} {'change':>9} {'p (Holm)':>9}  result")
+            width = max(46, *(len(g["name"]) for g in regressions))
+            write(f"{'regression gate':<{width}} {'baseline':>8} {'current':>8} {'change':>9} {'p (Holm)':>9}  result")
             for gate in regressions:
                 change = "-" if gate["value"] is None else f"{gate['value'] * 100:+.1f}pp"
                 p_adjusted = "-" if gate["p_adjusted"] is None else f"{gate['p_adjusted']:.2g}"
                 old = "-" if gate["baseline"] is None else f"{gate['baseline']:.3f}"
                 new = "-" if gate["current"] is None else f"{gate['current']:.3f}"
-                write(f"{gate['name']:<46} {old:>8} {new:>8} {change:>9} {p_adjusted:>9}  {_result(gate)}",
+                write(f"{gate['name']:<{width}} {old:>8} {new:>8} {change:>9} {p_adjusted:>9}  {_result(gate)}",
                       red=gate["passed"] is False, green=gate["passed"] is True)
         if self.report_path is not None:
             write(f"report: {self.report_path}")
