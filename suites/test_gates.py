@@ -46,3 +46,9 @@ def test_prompt_agreement_gate(gate):
 @pytest.mark.gate("crosslingual_agreement")
 def test_crosslingual_agreement_gate(gate):
     gate.check()
+
+
+@pytest.mark.gate("regression")
+def test_regression_gate(gate):
+    """With --compare and --fail-on-regression METRIC:MARGINpp: fails on a significant drop beyond the margin."""
+    gate.check()

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Modules are imported lazily: `medgate diff` must not load onnxruntime.
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-tiny": ("medgate.tiny.command", "build the tiny test-double model (optionally degraded or untrained)"),
-    "bench": ("medgate.bench.command", "measure medgate against a transformers loop and lm-evaluation-harness"),
-    "parity": ("medgate.parity", "compare ONNX Runtime with transformers on the same prompts"),
     "fetch": ("medgate.datasets.fetch", "download registered datasets' upstream files and verify their sha256"),
+    "diff": ("medgate.compare.command", "compare two run reports: paired statistics, flipped items, regressions"),
+    "parity": ("medgate.parity", "compare ONNX Runtime with transformers on the same prompts"),
+    "bench": ("medgate.bench.command", "measure medgate against a transformers loop and lm-evaluation-harness"),
 }
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from medgate.backends import BACKENDS
+from medgate.compare.regression import RegressionRule, RegressionRuleError, check_unique, parse_regression_rule
+from medgate.compare.reports import ReportError, check_baseline_name
 from medgate.datasets import DatasetError, UnknownDataset, check_available, default_data_dir
 from medgate.datasets.sampling import parse_subset
 from medgate.gates import GateConfigError, Thresholds, load_thresholds, parse_threshold_override, thresholds_file
@@ -51,6 +53,9 @@ class RunOptions:
     gpu_mem_limit: int | None
     max_context: int | None
     prediction_cache: bool
+    compare: str | None = None  # a report file or the name of a saved baseline
+    save_baseline: str | None = None
+    regression_rules: tuple[RegressionRule, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -90,6 +95,8 @@ SUBSET = _converter(parse_subset)
 PERTURBATIONS = _converter(lambda text: tuple(resolve_set(text)), PerturbationError)
 POSITIVE = _converter(positive_int)
 SIZE = _converter(parse_size)
+REGRESSION = _converter(parse_regression_rule, RegressionRuleError)
+BASELINE_NAME = _converter(check_baseline_name, ReportError)
 
 
 def run_options(ns: argparse.Namespace | Any) -> RunOptions:
@@ -104,6 +111,14 @@ def run_options(ns: argparse.Namespace | Any) -> RunOptions:
         raise OptionError(str(error)) from None
     if not prompts:
         raise OptionError(f"--prompts {ns.medgate_prompts!r} selects no prompt for mode(s) {', '.join(modes)}")
+    rules = tuple(getattr(ns, "medgate_fail_on_regression", None) or ())
+    compare = getattr(ns, "medgate_compare", None)
+    if rules and not compare:
+        raise OptionError("--fail-on-regression needs a baseline to compare with: add --compare REPORT|NAME")
+    try:
+        check_unique(rules)
+    except RegressionRuleError as error:
+        raise OptionError(str(error)) from None
     datasets = tuple(ns.medgate_dataset or DEFAULT_DATASETS)
     data_dir = default_data_dir(ns.medgate_data_dir)
     for name in datasets:
@@ -136,6 +151,9 @@ def run_options(ns: argparse.Namespace | Any) -> RunOptions:
         gpu_mem_limit=ns.medgate_gpu_mem_limit,
         max_context=ns.medgate_max_context,
         prediction_cache=not ns.medgate_no_cache,
+        compare=compare,
+        save_baseline=getattr(ns, "medgate_save_baseline", None),
+        regression_rules=rules,
     )
 
 
@@ -185,5 +203,13 @@ def add_run_arguments(add: Any) -> None:
         help="cap each worker's ONNX Runtime CUDA arena, e.g. 20GiB")
     add("--max-context", dest="medgate_max_context", type=POSITIVE, metavar="N",
         help="cap the model context (prompts are truncated from the left, and counted)")
+    add("--compare", dest="medgate_compare", metavar="REPORT|NAME",
+        help="compare the run with a report file or a baseline saved for this model (reports/baselines/<model>/)")
+    add("--save-baseline", dest="medgate_save_baseline", type=BASELINE_NAME, metavar="NAME",
+        help="store the run's report as reports/baselines/<model>/NAME.json, to commit and compare with later")
+    add("--fail-on-regression", dest="medgate_fail_on_regression", action="append", type=REGRESSION,
+        metavar="METRIC:MARGINpp",
+        help="with --compare: fail when METRIC fell by more than MARGIN percentage points and the fall is "
+             "significant (exact McNemar, Holm-corrected over every cell compared), e.g. accuracy:2pp; repeatable")
     add("--no-prediction-cache", dest="medgate_no_cache", action="store_true",
         help="recompute every prediction instead of reusing cached ones")

@@ -20,15 +20,17 @@ from typing import Any
 import pytest
 
 from medgate.cases import Case
-from medgate.gates import GateCell, evaluate
+from medgate.compare import ReportError
 from medgate.options import OptionError, add_run_arguments, run_options
 from medgate.pytest_session import (
     CASE_PROPERTY,
     GATE_PROPERTY,
     WORKER_OUTPUT,
+    AnyGateCell,
     MedgateSession,
     MedgateState,
     case_of,
+    gate_descriptor_cell,
     gate_of,
 )
 
@@ -50,7 +52,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE] = state
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"  # keep each prediction group on one worker (see xdist_scheduling)
+    if getattr(config.option, "dist", "no") == "loadgroup" and getattr(config.option, "maxworkerrestart", "") is None:
+        # pytest-xdist 3.8 hangs when it replaces a crashed worker under loadgroup/loadscope
+        # (pytest-xdist#1323, #1327, #1378). Without a restart the run ends, and the cases the worker
+        # never finished are reported as missing: an incomplete run that fails, never a hang.
+        config.option.maxworkerrestart = "0"
     if not state.is_worker:
+        try:
+            state.load_baseline(config.rootpath)
+        except ReportError as error:
+            raise pytest.UsageError(f"medgate: {error}") from None
         config.pluginmanager.register(MedgateSession(config, state), "medgate-session")
 
 
@@ -73,11 +84,15 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if state is None:
         return None
     o = state.options
-    return [
+    lines = [
         f"medgate: model {o.model.alias} ({o.model.kind}), backend {o.backend}, device {o.device}; "
         f"datasets {', '.join(o.datasets)}; perturbations {', '.join(o.perturbations)}; "
         f"prompts {', '.join(o.prompts)}"
     ]
+    if state.comparison is not None:
+        rules = ", ".join(rule.expression for rule in o.regression_rules) or "none"
+        lines.append(f"medgate: comparing with {state.comparison.baseline_path}; regression gates: {rules}")
+    return lines
 
 
 # -- collection ---------------------------------------------------------------------------------------
@@ -94,7 +109,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if marker is None or not marker.args:
             raise pytest.UsageError(f"{metafunc.definition.nodeid} uses `gate` without @pytest.mark.gate(metric)")
         # When the cases could not be built, their module already reports why; gates have nothing to gate.
-        cells = [] if state.plan.failure else state.plan.gate_cells(marker.args[0])
+        cells = state.gate_cells(marker.args[0])
         metafunc.parametrize("gate", [pytest.param(cell, id=cell.gate_id) for cell in cells], indirect=True)
 
 
@@ -135,7 +150,7 @@ def _gate_descriptor(item: pytest.Item) -> dict[str, Any]:
     cell = gate_of(item)
     assert cell is not None
     path, lineno, name = item.location
-    return {"nodeid": item.nodeid, "location": [path, lineno, name], "cell": cell.to_dict(),
+    return {"nodeid": item.nodeid, "location": [path, lineno, name], "cell": gate_descriptor_cell(cell),
             "keywords": sorted(str(k) for k in item.keywords)}
 
 
@@ -182,13 +197,13 @@ class CaseOutcome:
 class GateCheck:
     """What a gate test receives; `check()` evaluates the gate on everything the run recorded."""
 
-    def __init__(self, cell: GateCell, state: MedgateState, node: pytest.Item) -> None:
+    def __init__(self, cell: AnyGateCell, state: MedgateState, node: pytest.Item) -> None:
         self.cell = cell
         self.state = state
         self.node = node
 
     def check(self) -> None:
-        verdict = evaluate(self.cell, self.state.controller.metric_index())
+        verdict = self.state.evaluate_gate(self.cell)
         self.node.user_properties.append((GATE_PROPERTY, verdict.to_dict()))
         if verdict.passed is None:
             pytest.skip(verdict.message)

@@ -6,10 +6,10 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from medgate.metrics import MetricValue
 
@@ -69,12 +69,22 @@ def build_report(*, run_id: str, status: str, manifest: dict[str, Any], cases: S
 
 def write_json_atomic(document: dict[str, Any], path: Path) -> None:
     """Write to a temporary file beside `path` and rename: readers never see half a report."""
+    # One write: json.dump would issue a write per token (100k+ calls for a large report).
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n"
+    _write_atomic(path, lambda handle: handle.write(text))
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    _write_atomic(path, lambda handle: handle.write(text))
+
+
+def _write_atomic(path: Path, write: Callable[[TextIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            # One write: json.dump would issue a write per token (100k+ calls for a large report).
-            handle.write(json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n")
+            write(handle)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a report is meant to be shared and uploaded
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -13,9 +13,13 @@ from medgate.prompts import prompt_library
 from medgate.report.document import host_info, library_versions
 
 
+def model_slug(model_alias: str) -> str:
+    """A file-name-safe model name: the last path component of the alias (run ids, baseline folders)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", model_alias.rstrip("/").split("/")[-1]).strip("-") or "model"
+
+
 def run_id_for(started_at: dt.datetime, model_alias: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model_alias.rstrip("/").split("/")[-1]).strip("-") or "model"
-    return f"{started_at:%Y%m%d-%H%M%S}-{slug}"
+    return f"{started_at:%Y%m%d-%H%M%S}-{model_slug(model_alias)}"
 
 
 def _worker_summary(workers: dict[str, dict[str, Any]]) -> dict[str, Any]:

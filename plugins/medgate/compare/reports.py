@@ -1,0 +1,88 @@
+"""Reading reports to compare, and the committed baselines under reports/baselines/<model>/<name>.json."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from medgate.report.document import SCHEMA_VERSION, write_json_atomic
+from medgate.report.manifest import model_slug
+
+BASELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# What a comparison reads from each case; the rest of the schema is not needed to compare.
+CASE_FIELDS = frozenset({"case_id", "item_id", "dataset", "language", "perturbation", "prompt", "mode", "question",
+                         "options_presented", "gold_label", "predicted_label", "correct", "prompt_hash", "item_hash"})
+UNSAVED_STATUSES = frozenset({"incomplete", "interrupted"})
+
+
+class ReportError(ValueError):
+    pass
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """A report document, checked for what a comparison needs; a clear error otherwise."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            document = json.load(handle)
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such report") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ReportError(f"{path}: cannot read the report: {error}") from None
+    except json.JSONDecodeError as error:
+        raise ReportError(f"{path}: not a JSON report ({error})") from None
+    if not isinstance(document, dict) or "cases" not in document or "manifest" not in document:
+        raise ReportError(f"{path}: not a medgate report (no `cases` or `manifest`)")
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ReportError(f"{path}: report schema version {version!r}; this medgate reads {SCHEMA_VERSION!r}")
+    if not isinstance(document["cases"], list) or not isinstance(document["manifest"], dict):
+        raise ReportError(f"{path}: `cases` must be a list and `manifest` an object")
+    seen: set[str] = set()
+    for index, case in enumerate(document["cases"]):
+        missing = CASE_FIELDS - case.keys() if isinstance(case, dict) else CASE_FIELDS
+        if missing:
+            raise ReportError(f"{path}: cases[{index}] lacks {', '.join(sorted(missing))}")
+        if case["case_id"] in seen:
+            raise ReportError(f"{path}: case {case['case_id']} appears twice")
+        seen.add(case["case_id"])
+    return document
+
+
+def baselines_dir(root: Path, model_alias: str) -> Path:
+    return root / "reports" / "baselines" / model_slug(model_alias)
+
+
+def check_baseline_name(name: str) -> str:
+    if not BASELINE_NAME.fullmatch(name):
+        raise ReportError(f"baseline name {name!r}: use letters, digits, '.', '_' and '-' (e.g. v1 or release-2.3)")
+    return name
+
+
+def resolve_report(spec: str, root: Path, model_alias: str) -> Path:
+    """`--compare` takes a report file, or the name of a baseline saved for this model."""
+    if spec.endswith(".json") or "/" in spec or "\\" in spec:
+        path = Path(spec)
+        if not path.is_file():
+            raise ReportError(f"--compare {spec}: no such report file")
+        return path
+    check_baseline_name(spec)
+    folder = baselines_dir(root, model_alias)
+    path = folder / f"{spec}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        listed = f"saved baselines for {model_slug(model_alias)}: {', '.join(known)}" if known else \
+            f"no baselines saved for {model_slug(model_alias)} (save one with --save-baseline NAME)"
+        raise ReportError(f"--compare {spec}: no baseline {path}; {listed}")
+    return path
+
+
+def save_baseline(document: dict[str, Any], root: Path, model_alias: str, name: str) -> Path:
+    """Store the run as a baseline (without its own comparison: a baseline stands for one run)."""
+    status = document.get("status")
+    if status in UNSAVED_STATUSES:
+        raise ReportError(f"--save-baseline {name}: the run is {status}; an incomplete run is no baseline")
+    path = baselines_dir(root, model_alias) / f"{check_baseline_name(name)}.json"
+    write_json_atomic({k: v for k, v in document.items() if k != "comparison"}, path)
+    return path

@@ -1,0 +1,147 @@
+"""The Markdown and HTML renderings of a report: content, escaping, self-containment, and that a
+rendering failure never costs the JSON report."""
+
+import copy
+import json
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from report_factory import Design, Population, make_report, simulate_records
+
+from medgate.compare import compare_reports
+from medgate.report import html as html_module
+from medgate.report.html import render_html
+from medgate.report.markdown import render_comparison_markdown, render_markdown
+from medgate.report.readable import sibling, write_readable_outputs
+
+ATTACK = "<script>document.documentElement.setAttribute('data-pwned','1')</script> | ` * _ & </td>"
+
+
+def rich_report() -> tuple[dict, dict]:
+    """A baseline and a degraded current report, both modes, perturbations, and a hostile question."""
+    design = Design(items=12, perturbations=("original", "shuffle"))
+    population = Population(design, seed=3)
+    old = simulate_records(population, 2.0, np.random.default_rng(1))
+    new = simulate_records(population, 2.0, np.random.default_rng(2), drop={("synth-en", "original", "p0"): 3.0})
+    for records in (old, new):
+        for record in records:
+            if record["item_id"] == "00001":
+                record["question"] = ATTACK + " " + record["question"]
+    # the hostile item flips from right to wrong, so it shows in the flipped-items tables too
+    for records, correct in ((old, True), (new, False)):
+        record = next(r for r in records if r["case_id"] == "synth-en/00001/original/p0")
+        record["correct"] = correct
+        record["predicted_label"] = record["gold_label"] if correct else "Z"
+    baseline = make_report(old, run_id="base-run")
+    current = make_report(new, run_id="new-run", fingerprint="e" * 64)
+    current["gates"] = [{"name": "accuracy[synth-en]", "metric": "accuracy", "bound": "min", "threshold": 0.6,
+                         "value": 0.5, "n": 72, "ci_low": 0.4, "ci_high": 0.6, "passed": False,
+                         "message": "accuracy 0.500 is below the threshold 0.600"}]
+    current["comparison"] = compare_reports(baseline, current)
+    return baseline, current
+
+
+@pytest.fixture(scope="module")
+def reports() -> tuple[dict, dict]:
+    return rich_report()
+
+
+def test_markdown_has_gates_headline_metrics_regressions_and_flips(reports):
+    _, current = reports
+    text = render_markdown(current)
+    assert text.startswith("# medgate report `new-run`")
+    assert "| accuracy[synth-en] | 0.500 | ≥ 0.600 | 72 | 0.400–0.600 | ❌ **FAIL** |" in text
+    assert "Accuracy over all prompts" in text and "| synth-en (loglik) |" in text
+    assert "Stability under each perturbation" in text and "JSON-Schema compliance" in text
+    assert "### Biggest regressions" in text
+    assert re.search(r"### Flipped correct → wrong \(\d+\)", text)
+    assert "Comparison with `base-run`" in text
+
+
+def test_markdown_escapes_item_text(reports):
+    _, current = reports
+    text = render_markdown(current)
+    assert "<script>" not in text and "</td>" not in text
+    assert "&lt;script&gt;document.documentElement.setAttribute('data-pwned','1')&lt;/script&gt; \\| \\` \\* \\_ &amp;" \
+        in text
+
+
+def test_diff_markdown_starts_with_the_two_runs(reports):
+    _, current = reports
+    assert render_comparison_markdown(current["comparison"]).startswith("# medgate diff `base-run` → `new-run`")
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.script_bodies: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.script_bodies.append(data)
+
+
+def test_html_is_self_contained_and_escapes_item_text(reports):
+    baseline, current = reports
+    page = render_html(current, baseline)
+    parsed = _Collector()
+    parsed.feed(page)
+    scripts = [attrs for tag, attrs in parsed.tags if tag == "script"]
+    assert scripts == [{"type": "application/json", "id": "medgate-data"}, {}]  # ours, and only ours
+    assert not [attrs for _, attrs in parsed.tags if {"src", "href"} & attrs.keys()]
+    assert not re.search(r"https?://|url\(|@import", page)
+    assert "&lt;script&gt;document.documentElement.setAttribute(&#x27;data-pwned&#x27;,&#x27;1&#x27;)&lt;/script&gt;" \
+        in page  # the flipped-items table, escaped
+    data = json.loads(parsed.script_bodies[0])
+    assert any(q.startswith(ATTACK) for q in data["questions"])  # intact once parsed as JSON
+    assert "</script" not in parsed.script_bodies[0] and "<script" not in parsed.script_bodies[0]
+
+
+def test_html_draws_the_charts(reports):
+    baseline, current = reports
+    page = render_html(current, baseline)
+    for kind in ("heatmap", "bars", "deltas"):
+        assert f'class="chart chart-{kind}"' in page
+    assert page.count('class="chart chart-bars"') == 2  # stability and compliance
+
+
+def test_html_case_table_data_is_compact_and_complete(reports):
+    baseline, current = reports
+    data = html_module._case_data(current, {c["case_id"]: c["predicted_label"] for c in baseline["cases"]})
+    assert len(data["rows"]) == len(current["cases"])
+    assert len(data["questions"]) < len(current["cases"]) / 2  # shared by prompts and kept once
+    assert data["outcomes"] == ["correct", "wrong", "correct_to_wrong", "wrong_to_correct"]
+
+
+def test_sibling_never_overwrites_the_json():
+    from pathlib import Path
+
+    assert sibling(Path("r/run.json"), ".md") == Path("r/run.md")
+    assert sibling(Path("r/run.md"), ".md") == Path("r/run.md.md")
+
+
+def test_readable_outputs_are_written_beside_the_report(tmp_path, reports):
+    baseline, current = reports
+    written, errors = write_readable_outputs(current, tmp_path / "run.json", baseline)
+    assert errors == [] and [p.name for p in written] == ["run.md", "run.html"]
+    assert (tmp_path / "run.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_a_rendering_failure_is_reported_not_raised(tmp_path, reports, monkeypatch):
+    _, current = reports
+    broken = copy.deepcopy(current)
+    del broken["comparison"]["flips"]  # malformed on purpose: the renderers cannot cope
+    written, errors = write_readable_outputs(broken, tmp_path / "run.json")
+    assert not (tmp_path / "run.md").exists() and not (tmp_path / "run.html").exists()
+    assert written == [] and len(errors) == 2 and "KeyError('flips')" in errors[0]
