@@ -90,3 +90,18 @@ def test_a_bad_perturbations_list_is_refused(tmp_path, scope, message):
     path.write_text(f"[stability]\nmin = 0.9\nperturbations = {scope}\n")
     with pytest.raises(GateConfigError, match=message):
         load_thresholds(path)
+
+
+def test_prompt_scope_gates_each_listed_prompt_and_keeps_plain_ids_for_a_single_prompt(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text('[accuracy]\nmin = 0.9\nprompts = ["p0", "j0"]\n')
+    thresholds = load_thresholds(path)
+    several = {("d", "original", p, "loglik") for p in ("p0", "p1", "p2")}
+    assert [c.gate_id for c in gate_cells("accuracy", thresholds, several)] == ["d/p0"]
+    single = {("d", "original", "p0", "loglik")}
+    assert [c.gate_id for c in gate_cells("accuracy", thresholds, single)] == ["d"]
+    unlisted = {("d", "original", "p1", "loglik")}
+    assert gate_cells("accuracy", thresholds, unlisted) == []
+    path.write_text('[accuracy]\nmin = 0.9\nprompts = ["p9"]\n')
+    with pytest.raises(GateConfigError, match="prompts must be a list of prompt names"):
+        load_thresholds(path)

@@ -3,8 +3,11 @@ with `--threshold NAME=VALUE`, turned into one gate case per metric cell.
 
 A thresholds file has one table per metric with `min` (or `max`, for flip_rate), optional
 `by_dataset` / `by_perturbation` tables of overrides, an optional `datasets` list that limits
-the gate to those datasets, and an optional `perturbations` list that limits it to those
-perturbations (for a model that is robust to some perturbations by design and not to others):
+the gate to those datasets, an optional `perturbations` list that limits it to those
+perturbations (for a model that is robust to some perturbations by design and not to others), and
+an optional `prompts` list: then the gate is evaluated on each listed prompt on its own rather than
+on all prompts of the mode together (`accuracy[sample-en/p0]`; with a single prompt of the mode in
+the run, the id stays `accuracy[sample-en]`):
 
     [accuracy]
     min = 0.6
@@ -107,6 +110,7 @@ def load_thresholds(path: Path, overrides: Iterable[tuple[str, float]] = ()) -> 
         if bound not in rule:
             raise GateConfigError(f"{path}: [{metric}] needs `{bound}`")
         _check_perturbation_scope(path, metric, rule.get("perturbations"))
+        _check_prompt_scope(path, metric, rule.get("prompts"))
         rules[metric] = dict(rule)
     for metric, value in overrides:  # the command line wins over every per-cell override
         rules[metric] = {GATE_METRICS[metric][0]: value}
@@ -126,6 +130,16 @@ def _check_perturbation_scope(path: Path, metric: str, names: Any) -> None:
             raise GateConfigError(f"{path}: [{metric}] perturbations: {error}") from None
 
 
+def _check_prompt_scope(path: Path, metric: str, names: Any) -> None:
+    from medgate.prompts import prompt_library
+
+    if names is None:
+        return
+    known = prompt_library()
+    if not isinstance(names, list) or any(name not in known for name in names):
+        raise GateConfigError(f"{path}: [{metric}] prompts must be a list of prompt names ({', '.join(known)})")
+
+
 @dataclass(frozen=True)
 class GateCell:
     metric: str
@@ -141,7 +155,9 @@ class GateCell:
         parts = [self.dataset]
         if self.perturbation not in (ORIGINAL, ALL) or GATE_METRICS[self.metric][1] == "perturbation":
             parts.append(self.perturbation)
-        if self.mode != "loglik" and self.metric not in GENERATE_ONLY:
+        if self.prompt != ALL:
+            parts.append(self.prompt)
+        elif self.mode != "loglik" and self.metric not in GENERATE_ONLY:
             parts.append(self.mode)
         return "/".join(parts)
 
@@ -178,11 +194,21 @@ def gate_cells(metric: str, thresholds: Thresholds, cells: Iterable[tuple[str, s
         for dataset, _, prompt, mode in combos:
             prompts[(dataset, mode)].add(prompt)
         wanted = {w for w in wanted if len(prompts.get((w[0], w[2]), ())) > 1}
+    ran: dict[str, set[str]] = {}
+    for _, _, prompt, mode in combos:
+        ran.setdefault(mode, set()).add(prompt)
+    only = thresholds.rules[metric].get("prompts")
     result = []
     for dataset, perturbation, mode in sorted(wanted):
         value = thresholds.threshold(metric, dataset, perturbation)
-        if value is not None:
-            result.append(GateCell(metric, dataset, perturbation, ALL, mode, bound, value))
+        if value is None:
+            continue
+        if only is None or metric == "prompt_agreement" or len(ran.get(mode, ())) == 1:
+            if only is None or ran.get(mode, set()) & set(only):
+                result.append(GateCell(metric, dataset, perturbation, ALL, mode, bound, value))
+            continue
+        for prompt in sorted(ran.get(mode, set()) & set(only)):
+            result.append(GateCell(metric, dataset, perturbation, prompt, mode, bound, value))
     return result
 
 
@@ -226,7 +252,8 @@ class GateVerdict:
 
 def evaluate(cell: GateCell, metrics: Mapping[tuple[str, str, str, str, str], MetricValue]) -> GateVerdict:
     found = metrics.get((cell.metric, cell.dataset, cell.perturbation, cell.prompt, cell.mode))
-    where = f"{cell.dataset}, {cell.perturbation}, all prompts, {cell.mode}"
+    prompts = "all prompts" if cell.prompt == ALL else f"prompt {cell.prompt}"
+    where = f"{cell.dataset}, {cell.perturbation}, {prompts}, {cell.mode}"
     if found is None or found.n == 0 or found.value is None:
         return GateVerdict(cell, None, None, 0, None, None, f"{cell.metric}: no cases ran for [{where}]")
     value = found.value

@@ -1,6 +1,6 @@
 """Per-case overhead of the medgate plugin, with the model call excluded.
 
-    python -m medgate.bench.overhead [--perturbations SET] [--prompts SPEC] [--mode MODE] [--repeat N]
+    python bench/overhead.py [--perturbations SET] [--prompts SPEC] [--mode MODE] [--repeat N]
 
 Runs the suite once to fill the prediction cache, then times (a) sessions that run every case with
 predictions served from the cache (no model call), and (b) sessions that collect the same cases and
@@ -34,7 +34,7 @@ def _session(arguments: list[str], cwd: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medgate.bench.overhead")
+    parser = argparse.ArgumentParser(prog="python bench/overhead.py")
     parser.add_argument("--perturbations", default="none")
     parser.add_argument("--prompts", default="default")
     parser.add_argument("--mode", default="loglik")
