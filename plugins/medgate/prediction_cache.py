@@ -1,8 +1,9 @@
 """A persistent cache of model outputs, so that a re-run or a gate-only change does not recompute.
 
-Keyed by everything that determines an output: the model fingerprint, the backend, device and dtype,
-the engine version, the exact token ids of the request (prompt and continuations, or the
-generation budget) and the context limit. Stored in SQLite (WAL) under the cache folder, which
+Keyed by everything that determines an output: the model fingerprint (which covers the tokenizer),
+the backend, device and dtype, the engine version, the context limit, and the exact text of the
+request (prompt and continuations, or the generation budget). Keying on text rather than token ids
+lets a cache hit skip tokenization, which was most of the cost of a cached case. Stored in SQLite (WAL) under the cache folder, which
 several xdist workers can read and write at once.
 """
 
@@ -22,16 +23,11 @@ from medgate.backends.base import GenerateRequest, GenerateResult, ScoreRequest,
 ENGINE_VERSION = 1
 
 
-def request_key(namespace: str, request: ScoreRequest | GenerateRequest) -> str:
+def request_key(namespace: str, prompt: str, continuations: Sequence[str], max_new_tokens: int | None) -> str:
+    """Scoring requests have continuations; generation requests a token budget instead."""
     digest = hashlib.sha256(namespace.encode())
-    if isinstance(request, ScoreRequest):
-        digest.update(b"score|")
-        digest.update(",".join(map(str, request.prompt_ids)).encode())
-        for continuation in request.continuations:
-            digest.update(b"|" + ",".join(map(str, continuation)).encode())
-    else:
-        digest.update(f"generate|{request.max_new_tokens}|".encode())
-        digest.update(",".join(map(str, request.prompt_ids)).encode())
+    kind = "score" if max_new_tokens is None else f"generate|{max_new_tokens}"
+    digest.update(json.dumps([kind, prompt, list(continuations)], ensure_ascii=False).encode())
     return digest.hexdigest()
 
 

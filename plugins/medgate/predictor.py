@@ -50,13 +50,26 @@ class PredictorStats:
     cache_misses: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Prepared:
+    """A case's exact prompt text; token ids only when the model has to run (not on a cache hit)."""
+
     case: Case
     prompt_text: str
     prompt_hash: str
     continuations: tuple[str, ...]  # loglik: one per label
-    request: ScoreRequest | GenerateRequest
+    max_new_tokens: int | None  # generate mode
+    _request: ScoreRequest | GenerateRequest | None = None
+
+    def request(self, tokenizer: TextTokenizer, stats: PredictorStats) -> ScoreRequest | GenerateRequest:
+        if self._request is None:
+            if self.max_new_tokens is None:
+                encoded = tokenizer.encode_choice(self.prompt_text, self.continuations)
+                stats.boundary_merges += encoded.boundary_merges
+                self._request = ScoreRequest(encoded.prompt_ids, encoded.continuations)
+            else:
+                self._request = GenerateRequest(tuple(tokenizer.encode_prompt(self.prompt_text)), self.max_new_tokens)
+        return self._request
 
 
 class Predictor:
@@ -140,17 +153,18 @@ class Predictor:
             "stats": dict(self.stats.__dict__),
         }
 
-    def _through_cache(self, requests: Sequence[Any], compute: Any) -> list[Any]:
-        """Results for `requests`, computing (and timing) only those the cache does not hold."""
+    def _through_cache(self, prepared: Sequence[_Prepared], compute: Any) -> list[Any]:
+        """Results for `prepared`, tokenizing and computing (timed) only what the cache does not hold."""
         if self._cache is None:
-            return self._timed(compute, list(requests))
-        keys = [request_key(self.cache_namespace, request) for request in requests]
+            return self._timed(compute, [p.request(self.tokenizer, self.stats) for p in prepared])
+        keys = [request_key(self.cache_namespace, p.prompt_text, p.continuations, p.max_new_tokens)
+                for p in prepared]
         found = self._cache.get_many(keys)
         missing = [i for i, key in enumerate(keys) if key not in found]
-        self.stats.cache_hits += len(requests) - len(missing)
+        self.stats.cache_hits += len(prepared) - len(missing)
         self.stats.cache_misses += len(missing)
         if missing:
-            computed = self._timed(compute, [requests[i] for i in missing])
+            computed = self._timed(compute, [prepared[i].request(self.tokenizer, self.stats) for i in missing])
             self._cache.put_many([(keys[i], result) for i, result in zip(missing, computed)])
             record = self._backend_record()
             if record is not None:
@@ -175,8 +189,8 @@ class Predictor:
     def _predict(self, cases: Sequence[Case]) -> list[dict[str, Any]]:
         prepared = [self._prepare(case) for case in cases]
         records: list[dict[str, Any] | None] = [None] * len(cases)
-        scoring = [i for i, p in enumerate(prepared) if isinstance(p.request, ScoreRequest)]
-        generating = [i for i, p in enumerate(prepared) if isinstance(p.request, GenerateRequest)]
+        scoring = [i for i, p in enumerate(prepared) if p.max_new_tokens is None]
+        generating = [i for i, p in enumerate(prepared) if p.max_new_tokens is not None]
         if scoring:
             self._score([prepared[i] for i in scoring], scoring, records)
         if generating:
@@ -192,20 +206,15 @@ class Predictor:
             continuations = tuple(
                 self.tokenizer.continuation_text(continuation_text(template, label)) for label in case.item.labels
             )
-            encoded = self.tokenizer.encode_choice(text, continuations)
-            self.stats.boundary_merges += encoded.boundary_merges
-            request: ScoreRequest | GenerateRequest = ScoreRequest(encoded.prompt_ids, encoded.continuations)
-        else:
-            continuations = ()
-            request = GenerateRequest(tuple(self.tokenizer.encode_prompt(text)), self.settings.max_new_tokens)
-        return _Prepared(case, text, template.content_hash, continuations, request)
+            return _Prepared(case, text, template.content_hash, continuations, None)
+        return _Prepared(case, text, template.content_hash, (), self.settings.max_new_tokens)
 
     def _score(self, prepared: Sequence[_Prepared], slots: Sequence[int],
                records: list[dict[str, Any] | None]) -> None:
-        requests = [p.request for p in prepared]
-        results: list[ScoreResult] = self._through_cache(requests, lambda batch: self.backend.score(batch))
+        results: list[ScoreResult] = self._through_cache(prepared, lambda batch: self.backend.score(batch))
         reference = None
         if self.settings.parity_backend:
+            requests = [p.request(self.tokenizer, self.stats) for p in prepared]
             reference = self.reference_backend().score(requests)  # type: ignore[arg-type]
         for index, (item, result) in enumerate(zip(prepared, results)):
             case = item.case
@@ -238,8 +247,7 @@ class Predictor:
             return json_object_closed(tokenizer.decode(tokens))
 
         results: list[GenerateResult] = self._through_cache(
-            [p.request for p in prepared],
-            lambda batch: self.backend.generate(batch, tokenizer.eos_token_ids, stop),
+            prepared, lambda batch: self.backend.generate(batch, tokenizer.eos_token_ids, stop),
         )
         for index, (item, result) in enumerate(zip(prepared, results)):
             case = item.case

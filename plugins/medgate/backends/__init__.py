@@ -49,7 +49,17 @@ def create_backend(settings: BackendSettings, checkpoint: Path, fingerprint: str
 
 
 def cuda_available() -> bool:
-    """Whether ONNX Runtime here offers CUDA (for `--device auto`), without importing torch."""
+    """Whether ONNX Runtime here offers CUDA (for `--device auto`), without importing torch.
+
+    Only onnxruntime-gpu can; where it is not installed the answer needs no import (a fully cached
+    run then never loads onnxruntime at all).
+    """
+    from importlib import metadata
+
+    try:
+        metadata.distribution("onnxruntime-gpu")
+    except metadata.PackageNotFoundError:
+        return False
     try:
         import onnxruntime
     except ImportError:

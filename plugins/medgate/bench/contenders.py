@@ -47,12 +47,15 @@ def _timed(command: list[str], cwd: Path, log: Path, environment: dict[str, str]
 def run_medgate(workload: Workload, checkpoint: Path, prompt: str, folder: Path, workers: int) -> Run:
     report = folder / "medgate-report.json"
     suites = fixtures_dir().parent / "suites" / "test_mcqa.py"
+    # Only medgate's own pytest plugins, as where medgate is installed without the benchmark's
+    # tools: in this environment lm-eval brings anyio's pytest plugin and the dev extra hypothesis's.
     command = [sys.executable, "-m", "pytest", str(suites), f"--model={checkpoint}",
                f"--dataset={workload.items_file}", "--prompts", prompt, f"--report={report}",
-               "--no-prediction-cache", "-q", "-p", "no:cacheprovider"]
+               "--no-prediction-cache", "-q", "-p", "no:cacheprovider", "-p", "medgate.pytest_plugin",
+               "-p", "xdist.plugin"]
     if workers > 1:
         command += ["-n", str(workers)]
-    wall = _timed(command, fixtures_dir().parent, folder / "medgate.log")
+    wall = _timed(command, fixtures_dir().parent, folder / "medgate.log", {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
     document = json.loads(report.read_text())
     by_item = {case["item_id"]: case["predicted_label"] for case in document["cases"]}
     timing = document["manifest"]["timing"]
