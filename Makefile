@@ -39,5 +39,10 @@ test: $(STAMP)
 	$(BIN)/medgate make-tiny
 	$(BIN)/pytest tests/ -n 2 $(PYTEST_ARGS)
 
+# medgate against a plain transformers loop and lm-evaluation-harness (see README "Performance").
+bench: $(STAMP)
+	$(BIN)/medgate make-tiny
+	$(BIN)/medgate bench --dataset medqa --limit 1000 --data-dir ../shared/datasets/raw --out reports/bench.json
+
 clean:
 	rm -rf $(VENV) reports/*.json reports/*.md reports/*.html

@@ -1,0 +1,46 @@
+"""`medgate parity` and `medgate bench` end to end on small workloads (timings are not asserted)."""
+
+import importlib.util
+import json
+
+import pytest
+
+from medgate.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_parity_command_agrees_on_every_label_and_reports_differences(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "parity.json"
+    code = main(["parity", f"--model={tiny_checkpoint}", "--dataset", "sample-en", "--limit", "12",
+                 "--prompts", "p0,j0", "--perturbations", "relabel_roman", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert code == 0 and result["passed"]
+    assert result["cases"] == 48 and result["label_agreement"] == 1.0
+    assert 0 < result["max_abs_logit_diff"] < 1e-4 and result["max_abs_logprob_diff"] < 1e-4
+    assert result["generations_identical"] == result["generations"] == 24
+    assert result["execution_provider"] == "CPUExecutionProvider"
+    assert "label agreement" in capsys.readouterr().out
+
+
+def test_bench_runs_every_contender_on_the_same_items_and_they_agree(tiny_checkpoint, tmp_path):
+    contenders = "medgate,transformers"
+    if importlib.util.find_spec("lm_eval") is not None:
+        contenders += ",lm_eval"
+    out = tmp_path / "bench.json"
+    code = main(["bench", f"--model={tiny_checkpoint}", "--dataset", "sample-en", "--limit", "12",
+                 "--contenders", contenders, "--no-warmup", "--keep", str(tmp_path / "work"), "--out", str(out)])
+    document = json.loads(out.read_text())
+    assert code == 0
+    assert document["items"] == 12 and document["prompt_tokens"] > 0
+    for name in contenders.split(","):
+        entry = document["contenders"][name]
+        assert entry["cases_per_s"] > 0 and entry["tokens_per_s"] > 0 and entry["eval_cases_per_s"] > 0
+    assert set(document["ratios"]) == set(contenders.split(",")) - {"medgate"}
+    assert all(value == 1.0 for value in document["agreement_with_medgate"].values())
+    assert document["accuracy"]["medgate"] >= 0.9  # the sample items under p0: tiny knows them
+
+
+def test_bench_refuses_unknown_contenders(capsys):
+    assert main(["bench", "--contenders", "medgate,vllm"]) == 2
+    assert "--contenders" in capsys.readouterr().err
