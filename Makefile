@@ -14,12 +14,12 @@ PYTEST_ARGS ?=
 
 .PHONY: setup suite suite-full test bench clean
 
+# An editable install is not byte-compiled like an installed package is; compileall does it, so
+# that every run (also under PYTHONDONTWRITEBYTECODE) starts without recompiling medgate.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
-	# An editable install is not byte-compiled like an installed package is; compile it now so
-	# that every run (also under PYTHONDONTWRITEBYTECODE) starts without recompiling medgate.
 	$(BIN)/python -m compileall -q plugins
 	touch $@
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from medgate.paths import cache_dir
+
 ROOT = Path(__file__).resolve().parents[1]
+
+# pytester points HOME at each test's temporary folder, so sessions it starts would look for
+# ~/.cache/medgate there and train the tiny model again (35 s each). Pin the real cache for them.
+os.environ.setdefault("MEDGATE_CACHE_DIR", str(cache_dir()))
 SHARED_RAW = ROOT.parent / "shared" / "datasets" / "raw"
 
 

@@ -5,7 +5,6 @@ import copy
 import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
-from report_factory import Design, Population, make_report, simulate_records
 
 from medgate.compare import (
     RegressionCell,
@@ -20,6 +19,7 @@ from medgate.compare.outcomes import unit_outcomes
 from medgate.compare.regression import check_unique
 from medgate.metrics import compute_metrics
 from medgate.schemas import load_schema
+from report_factory import Design, Population, make_report, simulate_records
 
 DESIGN = Design(datasets=("synth-en", "synth-es"), items=30, perturbations=("original", "shuffle", "typos"))
 
@@ -40,20 +40,18 @@ def records(population) -> list[dict]:
     return simulate_records(population, skill=1.0, rng=np.random.default_rng(2))
 
 
-def test_units_add_up_to_exactly_what_metrics_reports(records):
-    """The paired units must measure what metrics.py measures, definition by definition."""
-    records = copy.deepcopy(records)
-    records[3]["non_finite"] = True  # excluded from metrics, and so from the units
-    records[5]["predicted_origin"] = None
-    metrics = {m.cell: m for m in compute_metrics(records)}
-    units = unit_outcomes(records)
-    assert {cell for cell in metrics if metrics[cell].n} == {cell for cell, u in units.items() if u.n}
-    names = {cell[0] for cell in metrics}
+def test_a_non_finite_case_counts_in_no_metric_cell_and_no_unit(records):
+    """Metrics and the comparison's units are one computation; a NaN-scored case is in neither."""
+    flagged = copy.deepcopy(records)
+    flagged[3]["non_finite"] = True
+    without = [r for i, r in enumerate(copy.deepcopy(records)) if i != 3]
+    assert compute_metrics(flagged) == compute_metrics(without)
+    assert {c: u.units for c, u in unit_outcomes(flagged).items()} == {c: u.units for c, u in
+                                                                         unit_outcomes(without).items()}
+    assert compute_metrics(flagged) != compute_metrics(records)  # the case did count before
+    names = {m.name for m in compute_metrics(records)}
     assert names == {"accuracy", "lenient_accuracy", "compliance", "stability", "flip_rate", "worst_case_accuracy",
                      "prompt_agreement", "crosslingual_agreement"}
-    for cell, metric in metrics.items():
-        if metric.n:
-            assert (units[cell].n, units[cell].value) == (metric.n, pytest.approx(metric.value)), cell
 
 
 def test_a_report_compared_with_itself_changes_nothing(records):

@@ -4,20 +4,11 @@ import json
 import re
 
 import pytest
-from jsonschema import Draft202012Validator
-
-from medgate.schemas import load_schema
+from session_reports import report_of
 
 pytestmark = pytest.mark.slow
 
 NO_CACHE = ("-p", "no:cacheprovider")
-
-
-def report_of(pytester: pytest.Pytester, name: str = "report.json") -> dict:
-    document = json.loads((pytester.path / name).read_text())
-    errors = [e.message for e in Draft202012Validator(load_schema("report")).iter_errors(document)]
-    assert errors == []
-    return document
 
 
 def test_a_saved_baseline_compared_with_the_same_model_passes_every_regression_gate(suite, tiny_checkpoint):

@@ -5,17 +5,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from jsonschema import Draft202012Validator
 
-from medgate.schemas import load_schema
+from session_reports import report_of
 
 pytestmark = pytest.mark.slow
 
 
-def report_of(pytester: pytest.Pytester, name: str) -> dict:
-    document = json.loads((pytester.path / name).read_text())
-    assert [e.message for e in Draft202012Validator(load_schema("report")).iter_errors(document)] == []
-    return document
 
 
 def medqa_gold(raw: Path, item_id: str) -> tuple[str, str]:

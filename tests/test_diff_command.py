@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
-from report_factory import Design, Population, make_report, simulate_records
 
 from medgate.cli import main
 from medgate.schemas import load_schema
+from report_factory import Design, Population, make_report, simulate_records
 
 DESIGN = Design(items=40, perturbations=("original", "shuffle"))
 

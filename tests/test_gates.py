@@ -1,6 +1,13 @@
 import pytest
 
-from medgate.gates import GateCell, GateConfigError, evaluate, gate_cells, load_thresholds, parse_threshold_override
+from medgate.gates import (
+    GateCell,
+    GateConfigError,
+    evaluate,
+    gate_cells,
+    load_thresholds,
+    parse_threshold_override,
+)
 from medgate.metrics import proportion
 from medgate.stats import wilson_interval
 

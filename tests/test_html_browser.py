@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from png_pixels import read_png
-from test_readable_reports import rich_report
 
 from medgate.report.html import render_html
 from medgate.report.svg import share_colour
+from png_pixels import read_png
+from test_readable_reports import rich_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [

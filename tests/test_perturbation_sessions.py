@@ -1,23 +1,16 @@
 """Whole sessions with perturbations, several prompts and both modes (pytester subprocesses)."""
 
-import json
 
 import pytest
-from jsonschema import Draft202012Validator
 
 from medgate.perturbations import get, resolve_set
 from medgate.perturbations.answer_options import roman_labels
 from medgate.perturbations.catalog import catalog
-from medgate.schemas import load_schema
+from session_reports import report_of
 
 pytestmark = pytest.mark.slow
 
 
-def report_of(pytester: pytest.Pytester, name: str = "report.json") -> dict:
-    document = json.loads((pytester.path / name).read_text())
-    errors = [e.message for e in Draft202012Validator(load_schema("report")).iter_errors(document)]
-    assert errors == []
-    return document
 
 
 def failed_gates(document: dict) -> set[str]:

@@ -1,21 +1,14 @@
 """Whole medgate sessions in subprocesses (pytester), serial and under xdist."""
 
 import json
-from pathlib import Path
 
 import pytest
-from jsonschema import Draft202012Validator
 
-from medgate.schemas import load_schema
+from session_reports import report_of
 
 pytestmark = pytest.mark.slow
 
 
-def report_of(pytester: pytest.Pytester, name: str = "report.json") -> dict:
-    document = json.loads((pytester.path / name).read_text())
-    errors = [e.message for e in Draft202012Validator(load_schema("report")).iter_errors(document)]
-    assert errors == []
-    return document
 
 
 def labels(document: dict) -> dict[str, str]:

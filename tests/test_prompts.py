@@ -1,5 +1,12 @@
 from medgate.items import item_from_dict
-from medgate.prompts import continuation_text, label_list, prompt_library, render, select_prompts, template_for
+from medgate.prompts import (
+    continuation_text,
+    label_list,
+    prompt_library,
+    render,
+    select_prompts,
+    template_for,
+)
 
 ITEM = item_from_dict({
     "id": "q1", "dataset": "demo", "language": "en", "question": "Stem with {braces}?",

@@ -8,13 +8,13 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from report_factory import Design, Population, make_report, simulate_records
 
 from medgate.compare import compare_reports
 from medgate.report import html as html_module
 from medgate.report.html import render_html
 from medgate.report.markdown import render_comparison_markdown, render_markdown
 from medgate.report.readable import sibling, write_readable_outputs
+from report_factory import Design, Population, make_report, simulate_records
 
 ATTACK = "<script>document.documentElement.setAttribute('data-pwned','1')</script> | ` * _ & </td>"
 

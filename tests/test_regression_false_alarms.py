@@ -9,10 +9,10 @@ same code as `--compare`: units, McNemar, Holm, and every regression gate at a m
 
 import numpy as np
 import pytest
-from report_factory import Design, Population, make_report, simulate_records
 
 from medgate.compare import CompareSettings, compare_reports, evaluate_rules, parse_regression_rule
 from medgate.compare.regression import REGRESSION_METRICS
+from report_factory import Design, Population, make_report, simulate_records
 
 pytestmark = pytest.mark.slow
 

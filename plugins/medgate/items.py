@@ -131,6 +131,11 @@ def item_from_dict(record: Any) -> Item:
         raise ItemError(f"options: duplicate labels {labels}")
     if record["answer"] not in labels:
         raise ItemError(f"answer: {record['answer']!r} is not one of the option labels {labels}")
+    return item_from_valid_dict(record)
+
+
+def item_from_valid_dict(record: dict[str, Any]) -> Item:
+    """An item from a record already known to be valid (validated here, or read back from a checked cache)."""
     return Item(
         id=record["id"],
         dataset=record["dataset"],

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medgate.backends.base import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from medgate.backends.base import GenerateResult, ScoreResult
 
 # Bump when the engine's numerics or decoding change, so old entries are not reused.
 ENGINE_VERSION = 1

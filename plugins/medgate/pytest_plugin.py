@@ -1,9 +1,9 @@
 """medgate's pytest plugin (registered through the `pytest11` entry point).
 
 - Options are parsed and checked in `pytest_configure`; the run plan lives in `config.stash`.
-- `mcqa_case` is parametrized with every case; cases of a group share an `xdist_group`, and plain
-  `-n N` is switched to `--dist loadgroup` so that each group runs on one worker, where the first
-  case to run predicts the whole group in one batched call.
+- `mcqa_case` is parametrized with every case; plain `-n N` is switched to `--dist loadgroup`, which
+  medgate's scheduler (xdist_scheduling) implements by prediction group, so that each group runs on
+  one worker, where the first case to run predicts the whole group in one batched call.
 - Each case's outcome record travels on its test report (`user_properties`), so the controller
   (or the single process without xdist) merges them as reports arrive; workers add their
   model/backend manifest through `workeroutput` (syrupy's pattern, tolerant of crashed workers).
@@ -102,8 +102,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     state = metafunc.config.stash[STATE]
     if "mcqa_case" in metafunc.fixturenames:
         cases = _cases_or_collection_error(state)
-        params = [pytest.param(case, id=case.case_id, marks=pytest.mark.xdist_group(case.group)) for case in cases]
-        metafunc.parametrize("mcqa_case", params, indirect=True)
+        # No xdist_group marks: medgate's scheduler reads each case's group from the plan, and a mark
+        # per case was a sizeable share of collecting tens of thousands of cases.
+        metafunc.parametrize("mcqa_case", cases, ids=[case.case_id for case in cases], indirect=True)
     if "gate" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("gate")
         if marker is None or not marker.args:

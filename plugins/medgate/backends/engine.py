@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from medgate.backends.base import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult, StopRule
+from medgate.backends.base import BackendInfo, GenerateRequest, GenerateResult, ScoreRequest, ScoreResult, StopRule
 
 
 class LogitsModel(Protocol):
@@ -240,3 +240,22 @@ class Engine:
                 continue
             self.policy.observe(time.perf_counter() - started)
             yield batch, output
+
+
+class EngineBackend:
+    """A backend whose model is a LogitsModel: everything but the model is the shared Engine."""
+
+    info: BackendInfo
+    engine: Engine
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        return self.engine.score(requests)
+
+    def generate(self, requests: Sequence[GenerateRequest], eos_ids: frozenset[int],
+                 stop: StopRule) -> list[GenerateResult]:
+        return self.engine.generate(requests, eos_ids, stop)
+
+    def close(self) -> None:
+        """Release the model (an ONNX Runtime session, or torch weights) held by this backend."""
+        self.__dict__.pop("engine", None)
+        self.__dict__.pop("model", None)

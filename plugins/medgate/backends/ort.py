@@ -17,13 +17,8 @@ import numpy as np
 from medgate.backends.base import (
     BackendInfo,
     BackendUnavailable,
-    GenerateRequest,
-    GenerateResult,
-    ScoreRequest,
-    ScoreResult,
-    StopRule,
 )
-from medgate.backends.engine import BatchPolicy, Engine, positions_from_mask
+from medgate.backends.engine import BatchPolicy, Engine, EngineBackend, positions_from_mask
 from medgate.backends.graph import LOGITS_INDEX
 
 _NUMPY_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}
@@ -128,7 +123,7 @@ def _layer_order(name: str) -> tuple[int, str]:
     return int(parts[1]), parts[2]
 
 
-class OrtBackend:
+class OrtBackend(EngineBackend):
     def __init__(self, onnx_dir: Path, device: str, threads: int | None, gpu_mem_limit: int | None,
                  device_id: int, pad_id: int, max_context: int | None, policy: BatchPolicy) -> None:
         config = json.loads((onnx_dir / "config.json").read_text())
@@ -146,13 +141,3 @@ class OrtBackend:
             details={"onnxruntime": self.model.ort_version, "onnx_dir": str(onnx_dir),
                      "intra_op_threads": threads, "export": export},
         )
-
-    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        return self.engine.score(requests)
-
-    def generate(self, requests: Sequence[GenerateRequest], eos_ids: frozenset[int],
-                 stop: StopRule) -> list[GenerateResult]:
-        return self.engine.generate(requests, eos_ids, stop)
-
-    def close(self) -> None:
-        del self.model.session

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +11,8 @@ import numpy as np
 from medgate.backends.base import (
     BackendInfo,
     BackendUnavailable,
-    GenerateRequest,
-    GenerateResult,
-    ScoreRequest,
-    ScoreResult,
-    StopRule,
 )
-from medgate.backends.engine import BatchPolicy, Engine, positions_from_mask
+from medgate.backends.engine import BatchPolicy, Engine, EngineBackend, positions_from_mask
 
 
 class TorchLogitsModel:
@@ -67,7 +61,7 @@ class TorchLogitsModel:
             return output.logits[:, -1, :].float().cpu().numpy(), output.past_key_values
 
 
-class TorchBackend:
+class TorchBackend(EngineBackend):
     def __init__(self, checkpoint: Path, device: str, dtype: str, threads: int | None, pad_id: int,
                  max_context: int | None, policy: BatchPolicy) -> None:
         config = json.loads((checkpoint / "config.json").read_text())
@@ -82,13 +76,3 @@ class TorchBackend:
             max_context=self.model.max_context,
             details=self.model.versions,
         )
-
-    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        return self.engine.score(requests)
-
-    def generate(self, requests: Sequence[GenerateRequest], eos_ids: frozenset[int],
-                 stop: StopRule) -> list[GenerateResult]:
-        return self.engine.generate(requests, eos_ids, stop)
-
-    def close(self) -> None:
-        del self.model.net

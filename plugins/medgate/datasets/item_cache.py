@@ -18,7 +18,7 @@ from typing import Any
 
 from medgate.datasets.converters import CONVERTER_VERSION, Converted
 from medgate.datasets.registry import DatasetSpec
-from medgate.items import Item, Option
+from medgate.items import Item, item_from_valid_dict
 from medgate.paths import cache_dir
 
 ENTRY_FORMAT = 1
@@ -46,17 +46,7 @@ def entry_path(spec: DatasetSpec, key: str) -> Path:
 def _item(record: dict[str, Any]) -> Item:
     # The body's digest matched what this module wrote after validating every item, so the
     # records are rebuilt directly (validating 16k items again would cost more than converting).
-    return Item(
-        id=record["id"],
-        dataset=record["dataset"],
-        language=record["language"],
-        question=record["question"],
-        options=tuple(Option(o["label"], o["text"]) for o in record["options"]),
-        answer=record["answer"],
-        subject=record.get("subject"),
-        pair_id=record.get("pair_id"),
-        source=record.get("source"),
-    )
+    return item_from_valid_dict(record)
 
 
 def read_entry(spec: DatasetSpec, key: str) -> Converted | None:
