@@ -50,8 +50,6 @@ class Item:
     def gold_text(self) -> str:
         return self.options[self.gold_index].text
 
-    def option_text(self, label: str) -> str:
-        return self.options[self.labels.index(label)].text
 
     def with_options(self, options: Iterable[Option], answer: str) -> Item:
         return replace(self, options=tuple(options), answer=answer)

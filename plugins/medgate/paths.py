@@ -31,6 +31,3 @@ def cache_dir() -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
 
-
-def reports_dir() -> Path:
-    return _SOURCE_ROOT / "reports"

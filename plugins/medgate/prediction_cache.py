@@ -59,8 +59,6 @@ class PredictionCache:
             "CREATE TABLE IF NOT EXISTS predictions (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL)"
         )
         self._connection.execute("CREATE TABLE IF NOT EXISTS backends (namespace TEXT PRIMARY KEY, info TEXT)")
-        self.hits = 0
-        self.misses = 0
 
     def get_many(self, keys: Sequence[str]) -> dict[str, ScoreResult | GenerateResult]:
         found: dict[str, ScoreResult | GenerateResult] = {}
@@ -74,8 +72,6 @@ class PredictionCache:
                     found[key] = _decode(value)
                 except (ValueError, KeyError, TypeError):
                     continue  # a damaged entry is recomputed, never trusted
-        self.hits += sum(1 for key in keys if key in found)
-        self.misses += sum(1 for key in keys if key not in found)
         return found
 
     def put_many(self, entries: Sequence[tuple[str, ScoreResult | GenerateResult]]) -> None:

@@ -78,7 +78,6 @@ class OrtLogitsModel:
             shape = inputs[name].shape  # [batch, kv_heads, past, head_dim]
             self.past_shape[name] = (int(shape[1]), int(shape[3]))
             self.kv_dtype = _NUMPY_DTYPES.get(inputs[name].type, np.float32)
-        self.logits_dtype = next(o.type for o in self.session.get_outputs() if o.name == "logits")
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, index: np.ndarray,
              past: Sequence[Any] | None, want_present: bool) -> tuple[np.ndarray, list[Any]]:
