@@ -107,3 +107,4 @@ def test_random_weights_model_builds_exports_and_agrees_across_backends():
     assert [r["predicted_label"] for r in outputs["onnxruntime"]] == [r["predicted_label"] for r in outputs["torch"]]
     config = json.loads((predictor.checkpoint / "config.json").read_text())
     assert (config["vocab_size"], config["num_key_value_heads"]) == (32000, 2)
+    assert config["tie_word_embeddings"]  # the export of a tied model (Llama-3.2) is what this covers

@@ -102,10 +102,19 @@ def export(checkpoint: Path, out: Path, device: str, dtype: str, fingerprint: st
     # IsNaN/Where over [batch, heads, seq, seq], which took a third of ONNX Runtime's time on CPU
     # (measured: 1118 ms -> 715 ms for 100 MedQA prompts with the tiny model); eager attention
     # computes the same values (softmax in fp32) without the guard.
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"medgate: the fp16 export for --device cuda runs on the GPU through torch, and this torch "
+                         f"({torch.__version__}) sees no CUDA device: install a CUDA build of torch (make setup "
+                         "TORCH_SPEC=...), or export on a machine that has one and pass --model=<that export>")
     torch_dtype = torch.float16 if dtype == "fp16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch_dtype, attn_implementation="eager")
     model = model.to(device).eval()
-    onnx_export_from_model(model, str(out), task="text-generation-with-past", device=device, do_validation=False)
+    # Optimum's only post-processing of a single merged decoder deduplicates tied weights (input and
+    # output embeddings), and it fails on any model over 2 GB, as Llama-3.2-1B is even in fp16
+    # ("EncodeError: Failed to serialize proto": it re-serializes the whole model in one protobuf).
+    # Skipping it stores a tied embedding twice; untied models (Llama-3.1-8B, tiny) are unchanged.
+    onnx_export_from_model(model, str(out), task="text-generation-with-past", device=device, do_validation=False,
+                           no_post_process=True)
     del model
     for name in TOKENIZER_FILES:  # the Python export does not reliably copy the tokenizer
         if (checkpoint / name).is_file():
