@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medgate.backends import Backend, BackendSettings, create_backend
+from medgate.backends import Backend, BackendSettings, BackendUnavailable, create_backend
 from medgate.backends.base import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 from medgate.cases import Case
 from medgate.fingerprint import checkpoint_fingerprint
@@ -80,6 +80,7 @@ class Predictor:
         self._fingerprint: str | None = None
         self._tokenizer: TextTokenizer | None = None
         self._backend: Backend | None = None
+        self._backend_failure: Exception | None = None
         self._reference: Backend | None = None
         self._cache: PredictionCache | None = None
         if settings.cache_path is not None and settings.parity_backend is None:
@@ -109,11 +110,21 @@ class Predictor:
 
     @property
     def backend(self) -> Backend:
+        if self._backend_failure is not None:
+            # A failed export or session start would fail the same way for every later group, after
+            # the same wait: say so at once instead.
+            raise BackendUnavailable(f"{self._backend_failure} (the backend failed to start earlier in this "
+                                     "process; not retried)")
         if self._backend is None:
             started = time.perf_counter()
-            self._backend = create_backend(self.settings.backend, self.checkpoint, self.fingerprint,
-                                           self.tokenizer.pad_token_id)
-            self.stats.setup_seconds += time.perf_counter() - started
+            try:
+                self._backend = create_backend(self.settings.backend, self.checkpoint, self.fingerprint,
+                                               self.tokenizer.pad_token_id)
+            except Exception as error:
+                self._backend_failure = error
+                raise
+            finally:
+                self.stats.setup_seconds += time.perf_counter() - started
         return self._backend
 
     def reference_backend(self) -> Backend:

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medgate.backends.base import Backend, BackendInfo, BackendUnavailable
-from medgate.backends.engine import BatchPolicy
 
 BACKENDS = ("onnxruntime", "torch")
 
-__all__ = ["BACKENDS", "Backend", "BackendInfo", "BackendSettings", "BackendUnavailable", "create_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendInfo", "BackendSettings", "BackendUnavailable", "create_backend",
+           "cuda_available", "cuda_unavailable_reason"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class BackendSettings:
 
 
 def create_backend(settings: BackendSettings, checkpoint: Path, fingerprint: str, pad_id: int) -> Backend:
+    from medgate.backends.engine import BatchPolicy  # numpy: loaded only when a model runs
+
     policy = BatchPolicy(token_budget=settings.token_budget,
                          max_budget=max(settings.token_budget, settings.max_token_budget))
     if settings.name == "onnxruntime":
@@ -46,6 +48,36 @@ def create_backend(settings: BackendSettings, checkpoint: Path, fingerprint: str
         return TorchBackend(checkpoint, settings.device, settings.dtype, settings.threads, pad_id,
                             settings.max_context, policy)
     raise BackendUnavailable(f"unknown backend {settings.name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def cuda_unavailable_reason(backend: str) -> str | None:
+    """Why `--device cuda` cannot run here (None if it can), asked before any case runs: without it
+    every case would fail on its own, after a slow attempt to export or load the model."""
+    if backend == "torch":
+        try:
+            import torch
+        except ImportError:
+            return "--device cuda --backend torch needs torch with CUDA; torch is not installed"
+        if not torch.cuda.is_available():
+            return (f"--device cuda --backend torch: this torch ({torch.__version__}) sees no CUDA device "
+                    "(a CPU build, or no GPU visible)")
+        return None
+    from importlib import metadata
+
+    try:
+        metadata.distribution("onnxruntime-gpu")
+    except metadata.PackageNotFoundError:
+        return ("--device cuda needs onnxruntime-gpu, which is not installed here (only the CPU onnxruntime); "
+                "on a CUDA machine: make setup EXTRAS=gpu,dev, or pip install -e '.[gpu]' in an environment "
+                "without onnxruntime")
+    try:
+        import onnxruntime
+    except ImportError as error:
+        return f"--device cuda: onnxruntime-gpu is installed but does not import: {error}"
+    providers = onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" not in providers:
+        return f"--device cuda: this onnxruntime offers {providers}, without CUDAExecutionProvider"
+    return None
 
 
 def cuda_available() -> bool:
