@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 
 Z95 = 1.959963984540054
 
@@ -74,6 +73,8 @@ def paired_bootstrap_interval(categories: Mapping[tuple[int, int, int, int], int
     n = sum(count for _, count in kinds)
     if n == 0:
         return None
+    import numpy as np  # here, not at the top: a run served from the prediction cache never needs numpy
+
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(n, [count / n for _, count in kinds], size=replicates)  # (replicates, kinds)
     weights = np.array([kind for kind, _ in kinds], dtype=np.float64)  # (kinds, 4)

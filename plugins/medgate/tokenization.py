@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-from tokenizers import Tokenizer
+from typing import TYPE_CHECKING, Any
 
 from medgate.prompts import RenderedPrompt
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 # Chat templates that print the date make prompts differ from day to day, which would break prompt
 # hashes, the prediction cache and report diffs; medgate renders them with this fixed date.
@@ -44,19 +46,35 @@ def _token_text(value: Any) -> str | None:
 
 class TextTokenizer:
     def __init__(self, directory: Path) -> None:
-        path = directory / "tokenizer.json"
-        if not path.is_file():
+        self._path = directory / "tokenizer.json"
+        if not self._path.is_file():
             raise TokenizerError(f"{directory} has no tokenizer.json (a fast tokenizer is required)")
-        self._tokenizer = Tokenizer.from_file(str(path))
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
-        config = _read_json(directory / "tokenizer_config.json")
-        self.bos_token = _token_text(config.get("bos_token"))
-        self.eos_token = _token_text(config.get("eos_token"))
-        self.chat_template = _chat_template(directory, config)
-        self.eos_token_ids = self._eos_ids(directory)
-        self.pad_token_id = self._pad_id(config)
+        self._directory = directory
+        self._config = _read_json(directory / "tokenizer_config.json")
+        self.bos_token = _token_text(self._config.get("bos_token"))
+        self.eos_token = _token_text(self._config.get("eos_token"))
+        self.chat_template = _chat_template(directory, self._config)
         self._compiled_template: Any = None
+
+    # Loading a large vocabulary (Llama 3's tokenizer.json is 9 MB) takes a noticeable part of a
+    # second per worker; a run served from the prediction cache only renders prompt text, so the
+    # vocabulary and what depends on it load on first use.
+    @cached_property
+    def _tokenizer(self) -> Tokenizer:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(self._path))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        return tokenizer
+
+    @cached_property
+    def eos_token_ids(self) -> frozenset[int]:
+        return self._eos_ids(self._directory)
+
+    @cached_property
+    def pad_token_id(self) -> int:
+        return self._pad_id(self._config)
 
     @property
     def vocab_size(self) -> int:
