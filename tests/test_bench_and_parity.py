@@ -44,3 +44,22 @@ def test_bench_runs_every_contender_on_the_same_items_and_they_agree(tiny_checkp
 def test_bench_refuses_unknown_contenders(capsys):
     assert main(["bench", "--contenders", "medgate,vllm"]) == 2
     assert "--contenders" in capsys.readouterr().err
+
+
+def test_prediction_cache_benchmark_times_a_first_run_and_verified_reruns(tiny_checkpoint, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "cache-bench.json"
+    completed = subprocess.run(
+        [sys.executable, "bench/prediction_cache.py", "--repeat", "2", "--out", str(out), "--",
+         "--dataset", "sample-en", "--limit", "8", "--mode", "both"],
+        cwd=root, capture_output=True, text=True, check=False, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["cases"] == 16 and len(result["rerun_s"]) == 2
+    assert result["ratio"] == pytest.approx(result["first_s"] / result["rerun_median_s"], rel=0.01)
+    assert result["ratio_bound"] == pytest.approx(result["first_s"] / result["bare_pytest_s"], rel=0.01)
+    assert "all 16 from the cache, same predictions" in completed.stdout
