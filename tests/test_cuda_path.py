@@ -29,8 +29,8 @@ def _torch_has_cuda() -> bool:
 
 @no_cuda_here
 @pytest.mark.parametrize("backend, message", [
-    ("onnxruntime", "*--device cuda needs onnxruntime-gpu*EXTRAS=gpu,dev*"),
-    ("torch", "*--device cuda --backend torch*sees no CUDA device*"),
+    ("onnxruntime", "*--device cuda: ONNX Runtime needs onnxruntime-gpu*EXTRAS=gpu,dev*"),
+    ("torch", "*--device cuda: this torch*sees no CUDA device*"),
 ])
 def test_device_cuda_without_cuda_is_a_usage_error_before_any_case(suite, backend, message):
     if backend == "torch" and _torch_has_cuda():
@@ -93,3 +93,14 @@ def test_ensure_export_reports_a_failed_export_and_leaves_nothing(monkeypatch, t
     leftovers = [path.name for path in (tmp_path / "cache" / "onnx").iterdir() if not path.name.endswith(".lock")]
     assert leftovers == []
 
+
+
+@no_cuda_here
+@pytest.mark.parametrize("command", ["parity", "bench"])
+def test_parity_and_bench_on_cuda_without_cuda_stop_before_building_anything(command, capsys, monkeypatch, tmp_path):
+    from medgate.cli import main
+
+    monkeypatch.setenv("MEDGATE_CACHE_DIR", str(tmp_path / "cache"))
+    assert main([command, "--model", "random:llama-3.2-1b", "--device", "cuda"]) == 2
+    assert f"medgate {command}: --device cuda: ONNX Runtime needs onnxruntime-gpu" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()  # the 1B model was not built for nothing

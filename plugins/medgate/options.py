@@ -122,7 +122,7 @@ def run_options(ns: argparse.Namespace | Any) -> RunOptions:
     if ns.medgate_device == "cuda":
         reason = cuda_unavailable_reason(ns.medgate_backend)
         if reason:
-            raise OptionError(reason)
+            raise OptionError(f"--device cuda: {reason}")
     datasets = tuple(ns.medgate_dataset or DEFAULT_DATASETS)
     data_dir = default_data_dir(ns.medgate_data_dir)
     for name in datasets:

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from medgate.backends import BackendSettings, BackendUnavailable
+from medgate.backends import BackendSettings, BackendUnavailable, cuda_unavailable_reason
 from medgate.backends.engine import left_pad
+from medgate.backends.export import ExportError
 from medgate.cases import Case, expand_cases
 from medgate.datasets import DatasetError, UnknownDataset, default_data_dir, load_dataset
 from medgate.models import ModelError, ModelRef, resolve_model
@@ -95,6 +96,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.device == "cuda":
+        reasons = [reason for backend in ("onnxruntime", "torch") if (reason := cuda_unavailable_reason(backend))]
+        if reasons:
+            print(f"medgate parity: --device cuda: {'; '.join(reasons)}", file=sys.stderr)
+            return 2
     try:
         model = resolve_model(args.model)
         datasets = [load_dataset(name, default_data_dir(args.data_dir), args.limit)
@@ -102,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         prompts = [p.strip() for p in args.prompts.split(",") if p.strip()]
         cases = expand_cases(datasets, resolve_set(args.perturbations), prompts, seed=0, group_size=64)
         result = compare_backends(model, cases, args.device)
-    except (ModelError, DatasetError, UnknownDataset, BackendUnavailable, ValueError) as error:
+    except (ModelError, DatasetError, UnknownDataset, BackendUnavailable, ExportError, ValueError) as error:
         print(f"medgate parity: {error}", file=sys.stderr)
         return 2
     passed = result["label_agreement"] >= result["required_agreement"]

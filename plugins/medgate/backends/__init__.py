@@ -51,32 +51,31 @@ def create_backend(settings: BackendSettings, checkpoint: Path, fingerprint: str
 
 
 def cuda_unavailable_reason(backend: str) -> str | None:
-    """Why `--device cuda` cannot run here (None if it can), asked before any case runs: without it
+    """Why `backend` cannot run on CUDA here (None if it can), asked before any case runs: without it
     every case would fail on its own, after a slow attempt to export or load the model."""
     if backend == "torch":
         try:
             import torch
         except ImportError:
-            return "--device cuda --backend torch needs torch with CUDA; torch is not installed"
+            return "the torch backend needs torch with CUDA, and torch is not installed"
         if not torch.cuda.is_available():
-            return (f"--device cuda --backend torch: this torch ({torch.__version__}) sees no CUDA device "
-                    "(a CPU build, or no GPU visible)")
+            return f"this torch ({torch.__version__}) sees no CUDA device (a CPU build, or no GPU visible)"
         return None
     from importlib import metadata
 
     try:
         metadata.distribution("onnxruntime-gpu")
     except metadata.PackageNotFoundError:
-        return ("--device cuda needs onnxruntime-gpu, which is not installed here (only the CPU onnxruntime); "
+        return ("ONNX Runtime needs onnxruntime-gpu, which is not installed here (only the CPU onnxruntime); "
                 "on a CUDA machine: make setup EXTRAS=gpu,dev, or pip install -e '.[gpu]' in an environment "
                 "without onnxruntime")
     try:
         import onnxruntime
     except ImportError as error:
-        return f"--device cuda: onnxruntime-gpu is installed but does not import: {error}"
+        return f"onnxruntime-gpu is installed but does not import: {error}"
     providers = onnxruntime.get_available_providers()
     if "CUDAExecutionProvider" not in providers:
-        return f"--device cuda: this onnxruntime offers {providers}, without CUDAExecutionProvider"
+        return f"this onnxruntime offers {providers}, without CUDAExecutionProvider"
     return None
 
 

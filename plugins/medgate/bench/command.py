@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from medgate.backends import cuda_unavailable_reason
 from medgate.bench.contenders import CONTENDERS, Run, run_lm_eval, run_medgate, run_transformers
 from medgate.bench.workload import prepare
 from medgate.datasets import default_data_dir
@@ -79,6 +80,12 @@ def run(args: argparse.Namespace) -> int:
     if unknown or "medgate" not in contenders:
         print(f"medgate bench: --contenders must include medgate and come from {', '.join(CONTENDERS)}", file=sys.stderr)
         return 2
+    if args.device == "cuda":
+        # medgate runs on ONNX Runtime, the others (and the one-time export) on torch: both need CUDA.
+        reasons = [reason for backend in ("onnxruntime", "torch") if (reason := cuda_unavailable_reason(backend))]
+        if reasons:
+            print(f"medgate bench: --device cuda: {'; '.join(reasons)}", file=sys.stderr)
+            return 2
     try:
         checkpoint = materialize(resolve_model(args.model))
     except ModelError as error:
@@ -91,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
     def measure(name: str) -> Run:
         if name == "medgate":
-            return run_medgate(workload, checkpoint, args.prompt, folder, args.workers)
+            return run_medgate(workload, checkpoint, args.prompt, folder, args.workers, args.device)
         if name == "transformers":
             return run_transformers(workload, checkpoint, folder, args.device, args.threads)
         return run_lm_eval(workload, checkpoint, folder, args.device, args.lm_eval_batch_size)

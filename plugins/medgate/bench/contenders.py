@@ -44,14 +44,14 @@ def _timed(command: list[str], cwd: Path, log: Path, environment: dict[str, str]
     return wall
 
 
-def run_medgate(workload: Workload, checkpoint: Path, prompt: str, folder: Path, workers: int) -> Run:
+def run_medgate(workload: Workload, checkpoint: Path, prompt: str, folder: Path, workers: int, device: str) -> Run:
     report = folder / "medgate-report.json"
     suites = fixtures_dir().parent / "suites" / "test_mcqa.py"
     # Only medgate's own pytest plugins, as where medgate is installed without the benchmark's
     # tools: in this environment lm-eval brings anyio's pytest plugin and the dev extra hypothesis's.
     command = [sys.executable, "-m", "pytest", str(suites), f"--model={checkpoint}",
                f"--dataset={workload.items_file}", "--prompts", prompt, f"--report={report}",
-               "--no-prediction-cache", "-q", "-p", "no:cacheprovider", "-p", "medgate.pytest_plugin",
+               f"--device={device}", "--no-prediction-cache", "-q", "-p", "no:cacheprovider", "-p", "medgate.pytest_plugin",
                "-p", "xdist.plugin"]
     if workers > 1:
         command += ["-n", str(workers)]
