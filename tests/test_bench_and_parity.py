@@ -63,3 +63,14 @@ def test_prediction_cache_benchmark_times_a_first_run_and_verified_reruns(tiny_c
     assert result["ratio"] == pytest.approx(result["first_s"] / result["rerun_median_s"], rel=0.01)
     assert result["ratio_bound"] == pytest.approx(result["first_s"] / result["bare_pytest_s"], rel=0.01)
     assert "all 16 from the cache, same predictions" in completed.stdout
+
+
+@pytest.mark.parametrize("name, peak", [
+    ("NVIDIA H100 80GB HBM3", 989.4e12), ("NVIDIA H100 PCIe", 756.0e12), ("NVIDIA H100 NVL", 835.0e12),
+    ("NVIDIA H200", 989.4e12), ("NVIDIA H200 NVL", 835.0e12), ("NVIDIA A100-SXM4-80GB", 312.0e12),
+    ("NVIDIA A10", 125.0e12), ("NVIDIA L40S", 362.0e12), ("NVIDIA L4", 121.0e12), ("Tesla T4", None), (None, None),
+])
+def test_gpu_peak_is_found_from_the_names_nvidia_smi_prints(name, peak):
+    from medgate.bench.command import peak_flops
+
+    assert peak_flops(name) == peak

@@ -19,9 +19,14 @@ from medgate.bench.workload import prepare
 from medgate.datasets import default_data_dir
 from medgate.models import ModelError, materialize, resolve_model
 
-# Dense fp16/bf16 peak FLOP/s, for model FLOP utilisation on a GPU.
-GPU_PEAK_FLOPS = {"H100 SXM": 989.4e12, "H100 PCIe": 756.0e12, "H100 NVL": 835.0e12, "H200": 989.4e12,
-                  "A100": 312.0e12, "L40S": 362.0e12, "L4": 121.0e12, "A10": 125.0e12}
+# Dense fp16/bf16 peak FLOP/s, for model FLOP utilisation on a GPU; the first entry whose words all
+# occur in nvidia-smi's name wins. The SXM H100 calls itself "NVIDIA H100 80GB HBM3" (no "SXM"),
+# so the variants come before the plain name, as A100 before A10 and L40S before L4.
+GPU_PEAK_FLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756.0e12), ("H100 NVL", 835.0e12), ("H100", 989.4e12),
+    ("H200 NVL", 835.0e12), ("H200", 989.4e12),
+    ("A100", 312.0e12), ("A10", 125.0e12), ("L40S", 362.0e12), ("L4", 121.0e12),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,11 +70,12 @@ def _gpu_name() -> str | None:
     return listed.stdout.strip().splitlines()[0] if listed.returncode == 0 and listed.stdout.strip() else None
 
 
-def _peak(gpu: str | None) -> float | None:
+def peak_flops(gpu: str | None) -> float | None:
     if gpu is None:
         return None
-    for key, value in GPU_PEAK_FLOPS.items():
-        if all(part.lower() in gpu.lower() for part in key.split()):
+    words = gpu.lower().replace("-", " ").split()
+    for key, value in GPU_PEAK_FLOPS:
+        if all(part.lower() in words for part in key.split()):
             return value
     return None
 
@@ -111,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[bench] timing {name}...", file=sys.stderr, flush=True)
         runs[name] = measure(name)
     gpu = _gpu_name() if args.device == "cuda" else None
-    peak, parameters = _peak(gpu), _parameters(checkpoint)
+    peak, parameters = peak_flops(gpu), _parameters(checkpoint)
     results: dict[str, Any] = {}
     for name, measured in runs.items():
         entry = {
