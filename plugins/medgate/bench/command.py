@@ -41,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="medgate's pytest-xdist workers (default 1)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for the transformers loop (0: default)")
     # 4 was lm-eval's fastest here on MedQA (1000 items, 2 cores): 22.6 s at 1, 20.6 s at 4, 24.0 s at 16,
-    # 29.2 s at 32, 39.5 s at "auto"; each contender gets its best setting.
-    parser.add_argument("--lm-eval-batch-size", default="4")
+    # 29.2 s at 32, 39.5 s at "auto"; each contender gets its best setting. A GPU wants large
+    # batches, which lm-eval's "auto" finds.
+    parser.add_argument("--lm-eval-batch-size", help="lm-eval's --batch_size (default: 4 on CPU, auto on CUDA)")
     parser.add_argument("--no-warmup", action="store_true")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--keep", type=Path, help="keep the workload and logs in this folder")
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
             return run_medgate(workload, checkpoint, args.prompt, folder, args.workers, args.device)
         if name == "transformers":
             return run_transformers(workload, checkpoint, folder, args.device, args.threads)
-        return run_lm_eval(workload, checkpoint, folder, args.device, args.lm_eval_batch_size)
+        batch_size = args.lm_eval_batch_size or ("auto" if args.device == "cuda" else "4")
+        return run_lm_eval(workload, checkpoint, folder, args.device, batch_size)
 
     runs: dict[str, Run] = {}
     for name in contenders:
