@@ -74,3 +74,20 @@ def test_gpu_peak_is_found_from_the_names_nvidia_smi_prints(name, peak):
     from medgate.bench.command import peak_flops
 
     assert peak_flops(name) == peak
+
+
+def test_gpu_acceptance_script_runs_its_steps_on_the_cpu(tiny_checkpoint, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    completed = subprocess.run(
+        [sys.executable, "bench/gpu_acceptance.py", "--out", str(tmp_path), "--device", "cpu", "--small", "tiny",
+         "--steps", "env,suite,workers", "--worker-perturbations", "none"],
+        cwd=root, capture_output=True, text=True, check=False, timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["suite"]["execution_provider"] == "CPUExecutionProvider" and summary["suite"]["cases"] == 96
+    assert summary["workers"]["cases"] == 192 and summary["workers"]["identical_predictions"] is True
+    assert summary["env"]["onnxruntime"] and "CPUExecutionProvider" in summary["env"]["providers"]

@@ -60,7 +60,7 @@ def _parameters(checkpoint: Path) -> int:
     return total
 
 
-def _gpu_name() -> str | None:
+def gpu_name() -> str | None:
     import subprocess
 
     try:
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             measure(name)
         print(f"[bench] timing {name}...", file=sys.stderr, flush=True)
         runs[name] = measure(name)
-    gpu = _gpu_name() if args.device == "cuda" else None
+    gpu = gpu_name() if args.device == "cuda" else None
     peak, parameters = peak_flops(gpu), _parameters(checkpoint)
     results: dict[str, Any] = {}
     for name, measured in runs.items():
