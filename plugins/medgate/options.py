@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medgate.backends import BACKENDS, cuda_unavailable_reason
+from medgate.backends import BACKENDS, cuda_refusal
 from medgate.compare.regression import RegressionRule, RegressionRuleError, check_unique, parse_regression_rule
 from medgate.compare.reports import ReportError, check_baseline_name
 from medgate.datasets import DatasetError, UnknownDataset, check_available, default_data_dir
@@ -119,10 +119,8 @@ def run_options(ns: argparse.Namespace | Any) -> RunOptions:
         check_unique(rules)
     except RegressionRuleError as error:
         raise OptionError(str(error)) from None
-    if ns.medgate_device == "cuda":
-        reason = cuda_unavailable_reason(ns.medgate_backend)
-        if reason:
-            raise OptionError(f"--device cuda: {reason}")
+    if ns.medgate_device == "cuda" and (refusal := cuda_refusal((ns.medgate_backend,))):
+        raise OptionError(refusal)
     datasets = tuple(ns.medgate_dataset or DEFAULT_DATASETS)
     data_dir = default_data_dir(ns.medgate_data_dir)
     for name in datasets:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from medgate.backends.base import Backend, BackendInfo, BackendUnavailable
 BACKENDS = ("onnxruntime", "torch")
 
 __all__ = ["BACKENDS", "Backend", "BackendInfo", "BackendSettings", "BackendUnavailable", "create_backend",
-           "cuda_available", "cuda_unavailable_reason"]
+           "cuda_available", "cuda_refusal", "cuda_unavailable_reason"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,12 @@ def cuda_unavailable_reason(backend: str) -> str | None:
     if "CUDAExecutionProvider" not in providers:
         return f"this onnxruntime offers {providers}, without CUDAExecutionProvider"
     return None
+
+
+def cuda_refusal(backends: Sequence[str]) -> str | None:
+    """The message refusing `--device cuda` when any of `backends` cannot run on CUDA here, else None."""
+    reasons = [reason for backend in backends if (reason := cuda_unavailable_reason(backend))]
+    return f"--device cuda: {'; '.join(reasons)}" if reasons else None
 
 
 def cuda_available() -> bool:

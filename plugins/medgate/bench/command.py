@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from medgate.backends import cuda_unavailable_reason
+from medgate.backends import cuda_refusal
 from medgate.bench.contenders import CONTENDERS, Run, run_lm_eval, run_medgate, run_transformers
 from medgate.bench.workload import prepare
 from medgate.datasets import default_data_dir
@@ -87,12 +87,10 @@ def run(args: argparse.Namespace) -> int:
     if unknown or "medgate" not in contenders:
         print(f"medgate bench: --contenders must include medgate and come from {', '.join(CONTENDERS)}", file=sys.stderr)
         return 2
-    if args.device == "cuda":
-        # medgate runs on ONNX Runtime, the others (and the one-time export) on torch: both need CUDA.
-        reasons = [reason for backend in ("onnxruntime", "torch") if (reason := cuda_unavailable_reason(backend))]
-        if reasons:
-            print(f"medgate bench: --device cuda: {'; '.join(reasons)}", file=sys.stderr)
-            return 2
+    # medgate runs on ONNX Runtime; the other contenders (and the one-time export) on torch: both need CUDA.
+    if args.device == "cuda" and (refusal := cuda_refusal(("onnxruntime", "torch"))):
+        print(f"medgate bench: {refusal}", file=sys.stderr)
+        return 2
     try:
         checkpoint = materialize(resolve_model(args.model))
     except ModelError as error:
