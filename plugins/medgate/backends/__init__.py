@@ -92,14 +92,4 @@ def cuda_available() -> bool:
     Only onnxruntime-gpu can; where it is not installed the answer needs no import (a fully cached
     run then never loads onnxruntime at all).
     """
-    from importlib import metadata
-
-    try:
-        metadata.distribution("onnxruntime-gpu")
-    except metadata.PackageNotFoundError:
-        return False
-    try:
-        import onnxruntime
-    except ImportError:
-        return False
-    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    return cuda_unavailable_reason("onnxruntime") is None
