@@ -97,15 +97,15 @@ def export(checkpoint: Path, out: Path, device: str, dtype: str, fingerprint: st
 
     from medgate.backends.graph import add_logits_index
 
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"medgate: the fp16 export for --device cuda runs on the GPU through torch, and this torch "
+                         f"({torch.__version__}) sees no CUDA device: install a CUDA build of torch (make setup "
+                         "TORCH_SPEC=...), or export on a machine that has one and pass --model=<that export>")
     started = time.perf_counter()
     # Eager attention: the SDPA export guards every layer's softmax against fully masked rows with
     # IsNaN/Where over [batch, heads, seq, seq], which took a third of ONNX Runtime's time on CPU
     # (measured: 1118 ms -> 715 ms for 100 MedQA prompts with the tiny model); eager attention
     # computes the same values (softmax in fp32) without the guard.
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"medgate: the fp16 export for --device cuda runs on the GPU through torch, and this torch "
-                         f"({torch.__version__}) sees no CUDA device: install a CUDA build of torch (make setup "
-                         "TORCH_SPEC=...), or export on a machine that has one and pass --model=<that export>")
     torch_dtype = torch.float16 if dtype == "fp16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch_dtype, attn_implementation="eager")
     model = model.to(device).eval()
