@@ -7,6 +7,8 @@ import random
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -293,33 +295,33 @@ def test_sets_resolve_with_original_first_and_no_repeats():
     assert resolve_set("two-step,one-step")[1:6] == resolve_set("two-step")[1:]
 
 
-def test_a_bad_name_in_a_set_names_the_set_and_file(tmp_path, monkeypatch):
+@contextmanager
+def edited_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str) -> Iterator[None]:
+    """The perturbation catalog read from a copy of perturbations.toml with `old` replaced by `new`."""
     folder = tmp_path / "fixtures"
     folder.mkdir()
     text = (fixtures_dir() / "perturbations.toml").read_text()
-    (folder / "perturbations.toml").write_text(text.replace("one-step = [", 'one-step = ["typos+typos",'))
+    assert old in text
+    (folder / "perturbations.toml").write_text(text.replace(old, new))
     monkeypatch.setenv("MEDGATE_FIXTURES_DIR", str(folder))
     catalog.cache_clear()
     try:
+        yield
+    finally:
+        catalog.cache_clear()
+
+
+def test_a_bad_name_in_a_set_names_the_set_and_file(tmp_path, monkeypatch):
+    with edited_catalog(tmp_path, monkeypatch, "one-step = [", 'one-step = ["typos+typos",'):
         expected = r"composed with itself \(in set 'one-step' of .*perturbations.toml"
         with pytest.raises(PerturbationError, match=expected):
             resolve_set("one-step")
-    finally:
-        catalog.cache_clear()
 
 
 def test_changing_a_text_bank_changes_the_definition(tmp_path, monkeypatch):
     before = {name: get(name).definition() for name in one_step_names()}
-    folder = tmp_path / "fixtures"
-    folder.mkdir()
-    text = (fixtures_dir() / "perturbations.toml").read_text()
-    (folder / "perturbations.toml").write_text(text.replace("ten minutes early", "five minutes early"))
-    monkeypatch.setenv("MEDGATE_FIXTURES_DIR", str(folder))
-    catalog.cache_clear()
-    try:
+    with edited_catalog(tmp_path, monkeypatch, "ten minutes early", "five minutes early"):
         after = {name: get(name).definition() for name in one_step_names()}
-    finally:
-        catalog.cache_clear()
     assert [name for name in before if before[name] != after[name]] == ["distractor_sentence"]
 
 
