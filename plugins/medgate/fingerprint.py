@@ -1,7 +1,10 @@
 """Content fingerprints of checkpoints, cheap to recompute on every run.
 
-Weight files are hashed once and remembered by (path, size, mtime); files in a Hugging Face hub
-cache are symlinks to blobs named by their sha256, which is used directly.
+Weight files are hashed once and remembered by their inode, size, mtime and ctime (any write or
+rename into place changes the ctime, which no tool sets back). A file's name is never taken as its
+hash: a symlink named like a sha256 may point at any weights. Only a blob that really sits in the
+hub cache repository of the snapshot being read is known by its name, and only a safetensors blob
+whose size is what its own header says (a truncated download is hashed, not trusted).
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ import hashlib
 import json
 import os
 import re
+import struct
 from pathlib import Path
 
 from filelock import FileLock
 
+from medgate.checkpoint_files import checked_file, hub_blob_of, read_checkpoint_bytes
 from medgate.items import file_sha256
 from medgate.paths import cache_dir
 
@@ -31,16 +36,37 @@ def _remembered_hashes() -> tuple[Path, dict[str, str]]:
         return path, {}
 
 
-def weight_file_hash(path: Path) -> str:
-    resolved = path.resolve()
-    if _HUB_BLOB.match(resolved.name):
-        return resolved.name
-    stat = resolved.stat()
-    key = f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}"
+def _safetensors_extent(path: Path) -> int | None:
+    """The size a safetensors file must have by its header (8-byte length, JSON, tensor data)."""
+    try:
+        with path.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100 << 20:
+                return None
+            header = json.loads(handle.read(length))
+        ends = [int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+        return None
+    return 8 + length + max(ends, default=0)
+
+
+def _verified_hub_blob(directory: Path, name: str, target: Path) -> str | None:
+    """The sha256 a hub blob is named by, where that name can be believed."""
+    if not (directory / name).is_symlink() or not _HUB_BLOB.match(target.name) or not hub_blob_of(directory, target):
+        return None
+    if not name.endswith(".safetensors") or _safetensors_extent(target) != target.stat().st_size:
+        return None
+    return target.name
+
+
+def file_content_hash(path: Path) -> str:
+    """sha256 of a regular file's bytes, remembered while the file is unchanged."""
+    status = path.stat()
+    key = f"{status.st_dev}:{status.st_ino}|{status.st_size}|{status.st_mtime_ns}|{status.st_ctime_ns}"
     store, known = _remembered_hashes()
     if key in known:
         return known[key]
-    digest = file_sha256(resolved)
+    digest = file_sha256(path)
     with FileLock(str(store) + ".lock"):
         _, known = _remembered_hashes()
         known[key] = digest
@@ -50,18 +76,26 @@ def weight_file_hash(path: Path) -> str:
     return digest
 
 
+def weight_file_hash(directory: Path, name: str) -> str:
+    target = checked_file(directory, name)
+    return _verified_hub_blob(directory, name, target) or file_content_hash(target)
+
+
 def checkpoint_fingerprint(directory: Path) -> str:
     """sha256 over the config, tokenizer files and every weight file's hash."""
     digest = hashlib.sha256()
     for name in _CONTENT_FILES:
         path = directory / name
-        if path.is_file():
+        if os.path.lexists(path):
             digest.update(name.encode())
-            digest.update(weight_file_hash(path).encode() if path.is_symlink() else path.read_bytes())
+            # Regular files by their bytes (as since the first fingerprints); symlinks by their target's hash.
+            digest.update(weight_file_hash(directory, name).encode() if path.is_symlink()
+                          else read_checkpoint_bytes(directory, name))
     weights = sorted(p for p in directory.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES))
     if not weights:
         raise FileNotFoundError(f"{directory} holds no weight files ({', '.join(_WEIGHT_SUFFIXES)})")
     for path in weights:
         digest.update(path.name.encode())
-        digest.update(weight_file_hash(path).encode())
+        digest.update(weight_file_hash(directory, path.name).encode())
     return digest.hexdigest()
+

@@ -1,7 +1,8 @@
 """Model references: an alias from fixtures/models.toml, a local folder, or a hub id.
 
 Resolving an alias or spelling is cheap and happens when options are parsed, so a typo is a usage
-error before any worker starts. Materialising (building `tiny`, finding or downloading a hub
+error before any worker starts; so is a local folder that medgate refuses to read (symlinks leaving
+it, device files, custom code, a chat template that hangs: see checkpoint_files). Materialising (building `tiny`, finding or downloading a hub
 snapshot) happens later, on the worker that needs the weights.
 """
 
@@ -15,7 +16,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from medgate.checkpoint_files import CheckpointError, audit_checkpoint
 from medgate.paths import fixtures_dir
+from medgate.tokenization import TextTokenizer, TokenizerError
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$")
 
@@ -78,6 +81,7 @@ def resolve_model(spec: str) -> ModelRef:
         return ModelRef(alias=spec, kind="random", config_name=name)
     path = Path(spec).expanduser()
     if path.is_dir():
+        check_checkpoint(path)
         return ModelRef(alias=spec, kind="local", path=path.resolve())
     if _HUB_ID.match(spec) and not path.exists() and not spec.startswith((".", "/", "~")):
         hub_id, _, revision = spec.partition("@")
@@ -88,8 +92,22 @@ def resolve_model(spec: str) -> ModelRef:
     )
 
 
+def check_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint folder medgate must not read, naming the file at fault."""
+    try:
+        audit_checkpoint(path)
+        if (path / "tokenizer.json").is_file():
+            TextTokenizer(path).check_template()
+    except (CheckpointError, TokenizerError) as error:
+        raise ModelError(f"refusing checkpoint folder {path}: {error}") from None
+
+
 def materialize(ref: ModelRef, allow_download: bool = False) -> Path:
     """The local checkpoint folder for `ref`, building or fetching it when needed."""
+    if ref.kind == "hub":
+        snapshot = _hub_snapshot(ref, allow_download)
+        check_checkpoint(snapshot)
+        return snapshot
     if ref.kind == "tiny":
         from medgate.tiny import ensure_tiny
 
@@ -101,7 +119,7 @@ def materialize(ref: ModelRef, allow_download: bool = False) -> Path:
         from medgate.random_weights import ensure_random_checkpoint
 
         return ensure_random_checkpoint(str(ref.config_name))
-    return _hub_snapshot(ref, allow_download)
+    raise ModelError(f"unknown model kind {ref.kind!r}")
 
 
 def _hub_snapshot(ref: ModelRef, allow_download: bool) -> Path:

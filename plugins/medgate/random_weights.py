@@ -49,7 +49,7 @@ def ensure_random_checkpoint(name: str, seed: int = 0) -> Path:
         staging = target.with_name(f"{target.name}.building-{os.getpid()}")
         command = [sys.executable, "-m", "medgate.random_weights", str(source), str(staging), "--seed", str(seed)]
         print(f"[medgate] building random weights for {name} once...", file=sys.stderr, flush=True)
-        completed = subprocess.run(command, check=False)
+        completed = subprocess.run(command, stdin=subprocess.DEVNULL, check=False)
         if completed.returncode != 0 or not (staging / COMPLETE_MARKER).is_file():
             raise ModelError(f"building random:{name} failed (exit {completed.returncode})")
         os.replace(staging, target)

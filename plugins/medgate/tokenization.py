@@ -9,12 +9,21 @@ so both backends see identical token ids.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medgate.checkpoint_files import (
+    MAX_TEMPLATE_BYTES,
+    CheckpointError,
+    read_checkpoint_json,
+    read_checkpoint_text,
+)
 from medgate.prompts import RenderedPrompt
 
 if TYPE_CHECKING:
@@ -23,9 +32,18 @@ if TYPE_CHECKING:
 # Chat templates that print the date make prompts differ from day to day, which would break prompt
 # hashes, the prediction cache and report diffs; medgate renders them with this fixed date.
 FIXED_TEMPLATE_DATE = "2026-01-01"
+# A chat template is code from the checkpoint folder: a loop that never ends or a prompt of
+# gigabytes must stop the run with the template named, not hang it. Real templates render a
+# prompt in well under a millisecond and add a few hundred characters to it.
+RENDER_SECONDS = 10.0
+MAX_RENDERED_CHARS = 1 << 22
 
 
 class TokenizerError(RuntimeError):
+    pass
+
+
+class _RenderTimeout(Exception):
     pass
 
 
@@ -50,10 +68,10 @@ class TextTokenizer:
         if not self._path.is_file():
             raise TokenizerError(f"{directory} has no tokenizer.json (a fast tokenizer is required)")
         self._directory = directory
-        self._config = _read_json(directory / "tokenizer_config.json")
+        self._config = read_checkpoint_json(directory, "tokenizer_config.json")
         self.bos_token = _token_text(self._config.get("bos_token"))
         self.eos_token = _token_text(self._config.get("eos_token"))
-        self.chat_template = _chat_template(directory, self._config)
+        self.chat_template, self.template_source = _chat_template(directory, self._config)
         self._compiled_template: Any = None
 
     # Loading a large vocabulary (Llama 3's tokenizer.json is 9 MB) takes a noticeable part of a
@@ -63,7 +81,7 @@ class TextTokenizer:
     def _tokenizer(self) -> Tokenizer:
         from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_file(str(self._path))
+        tokenizer = Tokenizer.from_str(read_checkpoint_text(self._directory, "tokenizer.json"))
         tokenizer.no_padding()
         tokenizer.no_truncation()
         return tokenizer
@@ -86,7 +104,7 @@ class TextTokenizer:
             token_id = self._tokenizer.token_to_id(self.eos_token)
             if token_id is not None:
                 ids.add(token_id)
-        generation = _read_json(directory / "generation_config.json").get("eos_token_id")
+        generation = read_checkpoint_json(directory, "generation_config.json").get("eos_token_id")
         if isinstance(generation, int):
             ids.add(generation)
         elif isinstance(generation, list):
@@ -167,11 +185,59 @@ class TextTokenizer:
                 encoded.append(tuple(self.encode(continuation, add_special_tokens=False)))
         return EncodedChoice(tuple(prompt_ids), tuple(encoded), merges)
 
+    def check_template(self) -> None:
+        """Render one short prompt, so that a template that hangs or floods is refused before any case runs."""
+        if self.chat_template is not None:
+            self._render_chat([{"role": "user", "content": "Which vitamin deficiency causes scurvy?"}])
+
     def _render_chat(self, messages: list[dict[str, str]]) -> str:
+        import jinja2
+
         if self._compiled_template is None:
-            self._compiled_template = _compile_chat_template(str(self.chat_template))
+            try:
+                self._compiled_template = _compile_chat_template(str(self.chat_template))
+            except jinja2.TemplateError as error:
+                raise TokenizerError(f"{self.template_source}: not a valid chat template ({error})") from None
         special = {"bos_token": self.bos_token or "", "eos_token": self.eos_token or ""}
-        return str(self._compiled_template.render(messages=messages, add_generation_prompt=True, **special))
+        pieces: list[str] = []
+        size = 0
+        try:
+            with _time_limit(RENDER_SECONDS):
+                for piece in self._compiled_template.generate(messages=messages, add_generation_prompt=True,
+                                                              **special):
+                    size += len(piece)
+                    if size > MAX_RENDERED_CHARS:
+                        raise TokenizerError(f"{self.template_source}: the chat template renders more than "
+                                             f"{MAX_RENDERED_CHARS} characters for one prompt; refusing it")
+                    pieces.append(piece)
+        except _RenderTimeout:
+            raise TokenizerError(f"{self.template_source}: rendering one prompt took more than {RENDER_SECONDS:g} s "
+                                 "(a loop that does not end?); refusing the chat template") from None
+        except OverflowError as error:
+            raise TokenizerError(f"{self.template_source}: {error}") from None
+        return "".join(pieces)
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise _RenderTimeout after `seconds` (a real-time timer: only in the main thread, and only when
+    no one else's timer is running, e.g. pytest-timeout's; elsewhere the size bounds still hold)."""
+    usable = (threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+              and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0))
+    if not usable:
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise _RenderTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 TAIL_CHARACTERS = 48
@@ -188,23 +254,19 @@ def _whitespace_tail(text: str) -> str | None:
     return None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    with path.open(encoding="utf-8") as handle:
-        data = json.load(handle)
-    return data if isinstance(data, dict) else {}
-
-
-def _chat_template(directory: Path, config: dict[str, Any]) -> str | None:
+def _chat_template(directory: Path, config: dict[str, Any]) -> tuple[str | None, str]:
+    """The template text and where it came from (named in every error about it)."""
     jinja_file = directory / "chat_template.jinja"
-    if jinja_file.is_file():
-        return jinja_file.read_text(encoding="utf-8")
+    if jinja_file.exists() or jinja_file.is_symlink():
+        return read_checkpoint_text(directory, jinja_file.name, MAX_TEMPLATE_BYTES), str(jinja_file)
     template = config.get("chat_template")
     if isinstance(template, list):  # named templates: use "default"
         named = {entry.get("name"): entry.get("template") for entry in template if isinstance(entry, dict)}
         template = named.get("default")
-    return template if isinstance(template, str) else None
+    source = f"{directory / 'tokenizer_config.json'} (chat_template)"
+    if isinstance(template, str) and len(template) > MAX_TEMPLATE_BYTES:
+        raise CheckpointError(f"{source}: a chat template of {len(template)} characters; refusing it")
+    return (template if isinstance(template, str) else None), source
 
 
 def _compile_chat_template(source: str) -> Any:
@@ -234,7 +296,22 @@ def _compile_chat_template(source: str) -> Any:
     def strftime_now(fmt: str) -> str:
         return datetime.fromisoformat(FIXED_TEMPLATE_DATE).strftime(fmt)
 
-    environment = ImmutableSandboxedEnvironment(
+    class BoundedSandbox(ImmutableSandboxedEnvironment):
+        # `"x" * 10**12` or `9 ** 9 ** 9` runs in C, where no timer can stop it: bound it before.
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and isinstance(right, int) and abs(right) > 1024:
+                raise OverflowError(f"the chat template raises to the power {right}; refusing it")
+            if operator == "*":
+                sequence, count = (left, right) if isinstance(right, int) else (right, left)
+                if isinstance(sequence, (str, list, tuple)) and isinstance(count, int) \
+                        and len(sequence) * count > MAX_RENDERED_CHARS:
+                    raise OverflowError(f"the chat template builds a sequence of {len(sequence) * count} "
+                                        "elements; refusing it")
+            return super().call_binop(context, operator, left, right)
+
+    environment = BoundedSandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTagIgnored, loopcontrols]
     )
     environment.filters["tojson"] = tojson

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from medgate.backends.base import (
     BackendUnavailable,
 )
 from medgate.backends.engine import BatchPolicy, Engine, EngineBackend, positions_from_mask
+from medgate.checkpoint_files import CheckpointError, audit_checkpoint, read_checkpoint_json
 
 
 class TorchLogitsModel:
@@ -32,7 +32,8 @@ class TorchLogitsModel:
         self.torch = torch
         torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
         self.device = torch.device(device)
-        self.net = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch_dtype).to(self.device).eval()
+        self.net = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch_dtype,
+                                                        trust_remote_code=False).to(self.device).eval()
         self.pad_id = pad_id
         self.max_context = max_context
         self.versions = {"torch": torch.__version__}
@@ -64,7 +65,11 @@ class TorchLogitsModel:
 class TorchBackend(EngineBackend):
     def __init__(self, checkpoint: Path, device: str, dtype: str, threads: int | None, pad_id: int,
                  max_context: int | None, policy: BatchPolicy) -> None:
-        config = json.loads((checkpoint / "config.json").read_text())
+        try:
+            audit_checkpoint(checkpoint)  # transformers reads the folder too: the same rules as medgate's reads
+            config = read_checkpoint_json(checkpoint, "config.json")
+        except CheckpointError as error:
+            raise BackendUnavailable(f"refusing checkpoint folder {checkpoint}: {error}") from None
         context = int(config.get("max_position_embeddings") or 2048)
         self.model = TorchLogitsModel(checkpoint, device, dtype, threads, pad_id, min(context, max_context or context))
         self.engine = Engine(self.model, policy)

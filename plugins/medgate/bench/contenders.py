@@ -36,7 +36,8 @@ def _timed(command: list[str], cwd: Path, log: Path, environment: dict[str, str]
     env = {**os.environ, **OFFLINE, **(environment or {})}
     started = time.perf_counter()
     with log.open("w") as handle:
-        completed = subprocess.run(command, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, env=env, check=False)
+        completed = subprocess.run(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+                                   env=env, check=False)
     wall = time.perf_counter() - started
     if completed.returncode not in (0, 1):  # 1: a gate or case failed, which is still a complete run
         tail = log.read_text()[-3000:]
@@ -107,7 +108,8 @@ def run_lm_eval(workload: Workload, checkpoint: Path, folder: Path, device: str,
     dtype = "float16" if device == "cuda" else "float32"
     command = [sys.executable, "-m", "medgate.bench.lm_eval_timed", str(timing), "--",
                "--model", "hf", "--model_args",
-               f"pretrained={checkpoint},dtype={dtype},add_bos_token=True,max_length={workload.max_context}",
+               f"pretrained={checkpoint},dtype={dtype},add_bos_token=True,max_length={workload.max_context},"
+               "trust_remote_code=False",
                "--tasks", "medgate_bench", "--include_path", str(tasks), "--device", device,
                "--batch_size", batch_size, "--output_path", str(output), "--log_samples"]
     wall = _timed(command, folder, folder / "lm_eval.log")

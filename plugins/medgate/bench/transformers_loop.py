@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    tokenizer = AutoTokenizer.from_pretrained(args.checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(args.checkpoint, trust_remote_code=False)
     dtype = torch.float16 if args.device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(args.checkpoint, dtype=dtype).to(args.device).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.checkpoint, dtype=dtype, trust_remote_code=False).to(args.device).eval()
     limit = model.config.max_position_embeddings
     rows = [json.loads(line) for line in args.prompts.open(encoding="utf-8")]
     predictions = []

@@ -38,7 +38,7 @@ def build_tiny(recipe: TinyRecipe, out: Path, quiet: bool = False) -> Path:
     if quiet:
         command.append("--quiet")
     environment = {**os.environ, **DETERMINISM_ENV}
-    completed = subprocess.run(command, env=environment, check=False)
+    completed = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, check=False)
     if completed.returncode != 0 or not (out / COMPLETE_MARKER).is_file():
         raise TinyBuildError(f"building the tiny model into {out} failed (exit {completed.returncode})")
     return out
