@@ -13,9 +13,12 @@ import hashlib
 import json
 import sqlite3
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from medgate.backends.base import GenerateResult, ScoreResult
 
@@ -48,49 +51,125 @@ def _decode(text: str) -> ScoreResult | GenerateResult:
     return GenerateResult(tuple(data["g"]), data["r"], data["t"])
 
 
+class PredictionCacheWarning(UserWarning):
+    pass
+
+
 class PredictionCache:
+    """A damaged database file is never the end of a run (as with the item cache): it is set aside with
+    a warning and started afresh, and a cache that cannot be used at all only costs speed."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._connection = sqlite3.connect(str(path), timeout=60, isolation_level=None)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
-        self._connection.execute(
-            "CREATE TABLE IF NOT EXISTS predictions (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL)"
-        )
-        self._connection.execute("CREATE TABLE IF NOT EXISTS backends (namespace TEXT PRIMARY KEY, info TEXT)")
+        self._connection: sqlite3.Connection | None = None
+        try:
+            self._connection = self._open()
+        except sqlite3.DatabaseError as error:
+            self._recover(error)
+
+    def _open(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS predictions (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL)"
+            )
+            connection.execute("CREATE TABLE IF NOT EXISTS backends (namespace TEXT PRIMARY KEY, info TEXT)")
+        except sqlite3.DatabaseError:
+            connection.close()
+            raise
+        return connection
+
+    def _recover(self, error: sqlite3.DatabaseError) -> None:
+        """After `error`: rebuild a damaged file (once, whichever worker sees it first), else stop using it."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        if isinstance(error, sqlite3.OperationalError):  # locked, read-only, disk full: the file may be fine
+            warnings.warn(f"prediction cache {self.path} unusable ({error}); this run recomputes without it",
+                          PredictionCacheWarning, stacklevel=3)
+            return
+        warnings.warn(f"prediction cache {self.path} is damaged ({error}); rebuilding it (its predictions are "
+                      "recomputed)", PredictionCacheWarning, stacklevel=3)
+        try:
+            with FileLock(str(self.path) + ".lock"):
+                if not self._intact():
+                    for suffix in ("", "-wal", "-shm", "-journal"):
+                        Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                self._connection = self._open()
+        except (OSError, sqlite3.DatabaseError) as second:
+            warnings.warn(f"prediction cache {self.path} could not be rebuilt ({second}); this run recomputes "
+                          "without it", PredictionCacheWarning, stacklevel=3)
+            self._connection = None
+
+    def _intact(self) -> bool:
+        """Whether another process already rebuilt the file (checked only after an error)."""
+        try:
+            connection = self._open()
+        except sqlite3.DatabaseError:
+            return False
+        try:
+            return bool(connection.execute("PRAGMA quick_check").fetchone() == ("ok",))
+        except sqlite3.DatabaseError:
+            return False
+        finally:
+            connection.close()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, ScoreResult | GenerateResult]:
         found: dict[str, ScoreResult | GenerateResult] = {}
         unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 500):  # stay under SQLite's bound-parameter limit
-            chunk = unique[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._connection.execute(f"SELECT key, value FROM predictions WHERE key IN ({marks})", chunk)
-            for key, value in rows:
-                try:
-                    found[key] = _decode(value)
-                except (ValueError, KeyError, TypeError):
-                    continue  # a damaged entry is recomputed, never trusted
+        try:
+            for start in range(0, len(unique), 500):  # stay under SQLite's bound-parameter limit
+                if self._connection is None:
+                    return {}
+                chunk = unique[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._connection.execute(f"SELECT key, value FROM predictions WHERE key IN ({marks})", chunk)
+                for key, value in rows:
+                    try:
+                        found[key] = _decode(value)
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a damaged entry is recomputed, never trusted
+        except sqlite3.DatabaseError as error:
+            self._recover(error)
+            return {}
         return found
 
     def put_many(self, entries: Sequence[tuple[str, ScoreResult | GenerateResult]]) -> None:
         now = time.time()
-        with self._connection:
-            self._connection.execute("BEGIN")
-            self._connection.executemany(
-                "INSERT OR REPLACE INTO predictions (key, value, created) VALUES (?, ?, ?)",
-                [(key, _encode(result), now) for key, result in entries],
-            )
+        try:
+            if self._connection is not None:
+                with self._connection:
+                    self._connection.execute("BEGIN")
+                    self._connection.executemany(
+                        "INSERT OR REPLACE INTO predictions (key, value, created) VALUES (?, ?, ?)",
+                        [(key, _encode(result), now) for key, result in entries],
+                    )
+        except sqlite3.DatabaseError as error:
+            self._recover(error)
 
     def remember_backend(self, namespace: str, info: dict[str, Any]) -> None:
         """What produced this namespace's entries, so a fully cached re-run can still report it."""
-        self._connection.execute("INSERT OR REPLACE INTO backends (namespace, info) VALUES (?, ?)",
-                                 (namespace, json.dumps(info)))
+        try:
+            if self._connection is not None:
+                self._connection.execute("INSERT OR REPLACE INTO backends (namespace, info) VALUES (?, ?)",
+                                         (namespace, json.dumps(info)))
+        except sqlite3.DatabaseError as error:
+            self._recover(error)
 
     def backend_info(self, namespace: str) -> dict[str, Any] | None:
-        row = self._connection.execute("SELECT info FROM backends WHERE namespace = ?", (namespace,)).fetchone()
-        return json.loads(row[0]) if row else None
+        try:
+            if self._connection is None:
+                return None
+            row = self._connection.execute("SELECT info FROM backends WHERE namespace = ?", (namespace,)).fetchone()
+            return json.loads(row[0]) if row else None
+        except (sqlite3.DatabaseError, ValueError) as error:
+            if isinstance(error, sqlite3.DatabaseError):
+                self._recover(error)
+            return None
 
     def close(self) -> None:
-        self._connection.close()
+        if self._connection is not None:
+            self._connection.close()
