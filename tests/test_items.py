@@ -139,3 +139,72 @@ def test_fast_item_check_never_accepts_what_the_schema_rejects():
     check()
     assert _plainly_valid(GOOD) and schema.is_valid(GOOD)
     assert any(verdicts) and not all(verdicts), "the generator must exercise both branches"
+
+
+# -- item files that used to pass validation and then crash or mislead ------------------------------
+
+GOOD_LINE = json.dumps(GOOD)
+
+
+@pytest.mark.parametrize("line, message", [
+    (GOOD_LINE.replace('"Which', '"\\udc80Which'), r":1: question: holds a lone surrogate"),
+    (GOOD_LINE.replace('"Vitamin D"', '"Vitamin \\ud800D"'), r":1: options/1/text: holds a lone surrogate"),
+    (GOOD_LINE.replace('"dataset": "demo"', '"dataset": "demo", "source": "x\\udfff"'), r":1: source: holds a lone"),
+    (GOOD_LINE.replace('"label": "C"', '"label": "C\\n"'), r":1: options/2/label: 'C\\n' does not match"),
+    (GOOD_LINE.replace('"id": "q1"', '"id": "q1\\n"'), r":1: id: 'q1\\n' does not match"),
+    (GOOD_LINE.replace('"dataset": "demo"', '"dataset": "demo\\n"'), r":1: dataset: 'demo\\n' does not match"),
+    ('{"id": "q1", "question": "unterminated', r":1: not valid JSON \(Invalid control character at column 39\)"),
+    ("[" * 100_000 + "]" * 100_000, r":1: not an item \(JSON nested too deeply\)"),
+])
+def test_bad_lines_are_refused_with_file_and_line(tmp_path, line, message):
+    path = write_lines(tmp_path / "items.jsonl", [line])
+    with pytest.raises(ItemError, match=rf"^{path}{message}") as refused:
+        load_jsonl(path)
+    assert "at at" not in str(refused.value)
+
+
+def test_non_utf8_bytes_name_the_file_and_line(tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_bytes(GOOD_LINE.encode() + b"\n" + GOOD_LINE.replace('"q1"', '"q2"').encode().replace(b"scurvy",
+                                                                                                    b"scurv\xff"))
+    with pytest.raises(ItemError, match=rf"^{path}:2: not UTF-8 \(invalid start byte at byte \d+ of the line\)"):
+        load_jsonl(path)
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD_LINE.encode() + b"\r\n")
+    assert [item.id for item in load_jsonl(path)] == ["q1"]
+
+
+def test_errors_do_not_echo_huge_values(tmp_path):
+    options = [{"label": f"L{i}", "text": "an option text " * 20} for i in range(30)]
+    path = write_lines(tmp_path / "items.jsonl", [{**GOOD, "options": options, "answer": "L1"}])
+    with pytest.raises(ItemError, match="is too long") as refused:
+        load_jsonl(path)
+    assert len(str(refused.value)) < len(str(path)) + 200
+
+
+def test_duplicate_keys_and_repeated_questions_warn(tmp_path):
+    from medgate.items import ItemWarning
+
+    twice = GOOD_LINE.replace('"answer": "A"', '"answer": "B", "answer": "A"')
+    other_id = GOOD_LINE.replace('"q1"', '"q2"').replace("Which vitamin", "which  vitamin")
+    path = write_lines(tmp_path / "items.jsonl", [twice, other_id])
+    with pytest.warns(ItemWarning) as warned:
+        items = load_jsonl(path)
+    assert [item.answer for item in items] == ["A", "A"]
+    messages = [str(w.message) for w in warned]
+    assert f"{path}:1: key 'answer' appears twice; the last value is used" in messages
+    assert f"{path}:2: item 'q2' asks the same question as item 'q1' (its cases count twice in every metric)" \
+        in messages
+
+
+def test_an_item_file_may_not_pass_as_a_registered_dataset(tmp_path):
+    from medgate.datasets import load_dataset
+
+    path = write_lines(tmp_path / "mine.jsonl", [{**GOOD, "dataset": "sample-en"}])
+    with pytest.raises(ItemError, match="its items name dataset 'sample-en', which is a registered dataset"):
+        load_dataset(str(path), tmp_path)
+    bundled = fixtures_dir() / "datasets" / "sample-en.jsonl"
+    assert load_dataset(str(bundled), tmp_path).name == "sample-en"  # the registered file itself is fine

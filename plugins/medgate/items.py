@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -16,6 +17,10 @@ from medgate.schemas import first_error
 
 class ItemError(ValueError):
     """An item file or record is malformed; the message names the file, line and problem."""
+
+
+class ItemWarning(UserWarning):
+    """An item file that loads but is probably not what its author meant (duplicate keys or questions)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,26 @@ _DATASET = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _LABEL = re.compile(r"[A-Za-z0-9]{1,4}")
 _KEYS = frozenset({"id", "dataset", "language", "question", "options", "answer", "subject", "pair_id", "source"})
 _OPTIONAL_TEXT = ("subject", "pair_id", "source")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_BOM = b"\xef\xbb\xbf"
+
+
+def _texts(record: dict[str, Any]) -> Iterable[tuple[str, str]]:
+    for key in ("id", "dataset", "question", "answer", *_OPTIONAL_TEXT):
+        if isinstance(record.get(key), str):
+            yield key, record[key]
+    for index, option in enumerate(record.get("options") or ()):
+        for key in ("label", "text"):
+            if isinstance(option, dict) and isinstance(option.get(key), str):
+                yield f"options/{index}/{key}", option[key]
+
+
+def _lone_surrogate(record: dict[str, Any]) -> str | None:
+    """The field holding a lone UTF-16 surrogate (JSON allows `"\\udc80"`; UTF-8 cannot encode it)."""
+    for where, text in _texts(record):
+        if _SURROGATE.search(text):
+            return where
+    return None
 
 
 def _plainly_valid(record: Any) -> bool:
@@ -124,6 +149,10 @@ def item_from_dict(record: Any) -> Item:
         problem = first_error("item", record)
         if problem:
             raise ItemError(problem)
+    surrogate = _lone_surrogate(record)
+    if surrogate is not None:
+        raise ItemError(f"{surrogate}: holds a lone surrogate (a \\ud800-\\udfff escape without its pair), which "
+                        "no UTF-8 text can hold")
     labels = [option["label"] for option in record["options"]]
     if len(set(labels)) != len(labels):
         raise ItemError(f"options: duplicate labels {labels}")
@@ -147,32 +176,74 @@ def item_from_valid_dict(record: dict[str, Any]) -> Item:
     )
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        keys = [key for key, _ in pairs]
+        raise _DuplicateKey(next(key for index, key in enumerate(keys) if key in keys[:index]))
+    return record
+
+
+def _parse_line(raw: bytes, where: str) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ItemError(f"{where}: not UTF-8 ({error.reason} at byte {error.start + 1} of the line)") from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as duplicate:
+        warnings.warn(f"{where}: key {str(duplicate)!r} appears twice; the last value is used", ItemWarning,
+                      stacklevel=4)
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        # Some of json's messages end in "at" ("Unterminated string starting at"), some do not.
+        raise ItemError(f"{where}: not valid JSON ({error.msg.removesuffix(' at')} at column {error.colno})") \
+            from None
+    except RecursionError:
+        raise ItemError(f"{where}: not an item (JSON nested too deeply)") from None
+
+
 def load_jsonl(path: Path, expected_dataset: str | None = None) -> list[Item]:
-    """Load and validate an item file; any bad line stops with `file:line: problem`."""
+    """Load and validate an item file; any bad line stops with `file:line: problem`.
+
+    Read as bytes so that a line that is not UTF-8 is named; a UTF-8 byte-order mark (which Windows
+    editors write) is skipped.
+    """
     items: list[Item] = []
     seen: dict[str, int] = {}
+    questions: dict[tuple[str, str], str] = {}
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as error:
         raise ItemError(f"{path}: cannot read item file ({error.strerror})") from error
     with handle:
         for line_number, line in enumerate(handle, start=1):
+            if line_number == 1:
+                line = line.removeprefix(_BOM)
             if not line.strip():
                 continue
             where = f"{path}:{line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ItemError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+            record = _parse_line(line, where)
             try:
                 item = item_from_dict(record)
             except ItemError as error:
                 raise ItemError(f"{where}: {error}") from None
+            except RecursionError:
+                raise ItemError(f"{where}: not an item (JSON nested too deeply)") from None
             if expected_dataset is not None and item.dataset != expected_dataset:
                 raise ItemError(f"{where}: dataset is {item.dataset!r}, expected {expected_dataset!r}")
             if item.id in seen:
                 raise ItemError(f"{where}: duplicate id {item.id!r} (first on line {seen[item.id]})")
             seen[item.id] = line_number
+            asked = (item.language, " ".join(item.question.split()).casefold())
+            if asked in questions:
+                warnings.warn(f"{where}: item {item.id!r} asks the same question as item {questions[asked]!r} "
+                              "(its cases count twice in every metric)", ItemWarning, stacklevel=2)
+            questions.setdefault(asked, item.id)
             items.append(item)
     if not items:
         raise ItemError(f"{path}: no items")

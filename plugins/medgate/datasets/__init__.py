@@ -118,7 +118,20 @@ def _load_path(path: Path) -> tuple[str, list[Item], list[dict[str, Any]]]:
     names = sorted({item.dataset for item in items})
     if len(names) != 1:
         raise ItemError(f"{path}: items name several datasets {names}; use one dataset per file")
+    _refuse_registered_name(path, names[0])
     return names[0], items, [{"path": str(path), "sha256": file_sha256(path)}]
+
+
+def _refuse_registered_name(path: Path, name: str) -> None:
+    """An item file may not pass as a registered dataset: its items would be gated by that dataset's
+    thresholds and compared with its baselines as if they were the published items."""
+    spec = registry().get(name)
+    if spec is None:
+        return
+    if spec.bundled and [path.resolve()] == [(fixtures_dir() / "datasets" / f.path).resolve() for f in spec.files]:
+        return  # the bundled file itself
+    raise ItemError(f"{path}: its items name dataset {name!r}, which is a registered dataset; an item file "
+                    f"must use a dataset name of its own (e.g. {name + '-local'!r}), or run --dataset {name}")
 
 
 def _is_item_file(name_or_path: str) -> bool:
