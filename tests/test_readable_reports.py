@@ -52,7 +52,7 @@ def test_markdown_has_gates_headline_metrics_regressions_and_flips(reports):
     _, current = reports
     text = render_markdown(current)
     assert text.startswith("# medgate report `new-run`")
-    assert "| accuracy[synth-en] | 0.500 | ≥ 0.600 | 72 | 0.400–0.600 | ❌ **FAIL** |" in text
+    assert "| accuracy\\[synth-en\\] | 0.500 | ≥ 0.600 | 72 | 0.400–0.600 | ❌ **FAIL** |" in text
     assert "Accuracy over all prompts" in text and "| synth-en (loglik) |" in text
     assert "Stability under each perturbation" in text and "JSON-Schema compliance" in text
     assert "### Biggest regressions" in text
@@ -66,6 +66,25 @@ def test_markdown_escapes_item_text(reports):
     assert "<script>" not in text and "</td>" not in text
     assert "&lt;script&gt;document.documentElement.setAttribute('data-pwned','1')&lt;/script&gt; \\| \\` \\* \\_ &amp;" \
         in text
+
+
+LINKS = "[x](javascript:alert(1)) ![i](https://host/x.png) <https://host/a> @octocat www.host.example [r]: https://host"
+
+
+def test_markdown_makes_no_link_image_mention_or_url_from_item_text_or_model_path():
+    baseline, current = copy.deepcopy(rich_report())
+    for document in (baseline, current):
+        for case in document["cases"]:
+            if case["item_id"] == "00001":
+                case["question"] = LINKS
+    current["comparison"] = compare_reports(baseline, current)
+    current["manifest"]["model"]["alias"] = "/models/[m](https://host/m)/@team"
+    text = render_markdown(current)
+    assert "\\[x\\](javascript:alert(1))" in text  # in the flipped-items table, as text
+    assert not re.search(r"(?<!\\)[\[\]]", text)  # no bracket left to open a link or an image
+    assert "://" not in text and "www." not in text and not re.search(r"(?<!\\\[)@", text)
+    assert "https\\[:\\]//host/x.png" in text and "\\[@\\]octocat" in text
+    assert "/models/\\[m\\](https\\[:\\]//host/m)/\\[@\\]team" in text  # the model path, defanged too
 
 
 def test_diff_markdown_starts_with_the_two_runs(reports):

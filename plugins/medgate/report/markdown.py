@@ -1,12 +1,17 @@
 """The Markdown summary written next to every JSON report (and to a CI job summary): gates, headline
 metrics and, for a comparison, the biggest regressions and the items that flipped.
 
-Item text is escaped: Markdown renderers pass inline HTML through, and a `|` would break a table.
+Item text (and model paths) are escaped: Markdown renderers pass inline HTML through, a `|` would
+break a table, and `[x](javascript:...)`, `![i](https://host/x.png)`, `@someone` or a bare URL would
+become a live link, a remote image (fetched by every reader) or a notification in a CI job summary.
+Markdown punctuation is backslash-escaped and URLs, `www.` names and `@` are defanged
+(`https[:]//`, `www[.]`, `[@]`), as threat reports write them.
 Lists are capped so that the summary stays readable (and under CI job-summary size limits).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
@@ -32,12 +37,20 @@ FLIPS_SHOWN = 20
 QUESTION_CHARS = 160
 
 
+_DEFANGED = ((re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)"), r"\1[:]"), (re.compile(r"(?i)\bwww\."), "www[.]"),
+             (re.compile("@"), "[@]"))
+# Brackets are what links and images need (`](`, `![`); the rest is emphasis, code and tables.
+_PUNCTUATION = re.compile(r"([\\`*_\[\]|~])")
+
+
 def md_text(text: Any, limit: int | None = None) -> str:
-    """Plain text safe inside a Markdown table cell."""
+    """Plain text safe inside a Markdown table cell: no markup, no link, image or mention."""
     value = " ".join(str(text).split())
     if limit is not None and len(value) > limit:
         value = value[: limit - 1] + "…"
-    return escape(value, quote=False).replace("|", "\\|").replace("`", "\\`").replace("*", "\\*").replace("_", "\\_")
+    for pattern, replacement in _DEFANGED:
+        value = pattern.sub(replacement, value)
+    return escape(_PUNCTUATION.sub(r"\\\1", value), quote=False)
 
 
 def md_code(text: Any) -> str:
