@@ -55,9 +55,11 @@ def baselines_dir(root: Path, model_alias: str) -> Path:
 
 
 def check_baseline_name(name: str) -> str:
-    if not BASELINE_NAME.fullmatch(name):
+    """The name a baseline is saved under; `v1.json` is the baseline `v1` (saved as v1.json, not v1.json.json)."""
+    stem = name.removesuffix(".json")
+    if not BASELINE_NAME.fullmatch(stem):
         raise ReportError(f"baseline name {name!r}: use letters, digits, '.', '_' and '-' (e.g. v1 or release-2.3)")
-    return name
+    return stem
 
 
 def resolve_report(spec: str, root: Path, model_alias: str) -> Path:

@@ -14,8 +14,10 @@ from medgate.report.document import host_info, library_versions
 
 
 def model_slug(model_alias: str) -> str:
-    """A file-name-safe model name: the last path component of the alias (run ids, baseline folders)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", model_alias.rstrip("/").split("/")[-1]).strip("-") or "model"
+    """A file-name-safe model name: the last path component of the alias (run ids, baseline folders).
+
+    Never `.` or `..` (`--model=/x/sub/..` must not save its baselines outside reports/baselines/)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", model_alias.rstrip("/").split("/")[-1]).strip("-.") or "model"
 
 
 def run_id_for(started_at: dt.datetime, model_alias: str) -> str:
