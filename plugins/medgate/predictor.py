@@ -138,6 +138,11 @@ class Predictor:
     @property
     def cache_namespace(self) -> str:
         backend = self.settings.backend
+        if backend.name == "openai":
+            # What answered depends on the server too: its model id, engine version and scoring
+            # methods (asked at connection, so even a fully cached run needs the server up).
+            identity = str(self.backend.info.details["cache_identity"])
+            return namespace_for(self.fingerprint, f"openai|{identity}", "server", "server", backend.max_context)
         return namespace_for(self.fingerprint, backend.name, backend.device, backend.dtype, backend.max_context)
 
     def _backend_record(self) -> dict[str, Any] | None:
