@@ -31,7 +31,10 @@ def prepare(dataset: str, data_dir: Path, limit: int, seed: int, prompt: str, ch
     total = 0
     with items_file.open("w", encoding="utf-8") as items_out, prompts_file.open("w", encoding="utf-8") as out:
         for item in loaded.items:
-            items_out.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
+            # A dataset name of its own: an item file may not pass as the registered dataset (whose
+            # thresholds would gate this sample of it).
+            record = {**item.to_dict(), "dataset": f"{item.dataset}-bench"}
+            items_out.write(json.dumps(record, ensure_ascii=False) + "\n")
             template = template_for(prompt, item.language)
             text = tokenizer.prompt_text(render(template, item))
             continuations = [tokenizer.continuation_text(continuation_text(template, label)) for label in item.labels]
