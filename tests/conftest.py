@@ -46,3 +46,20 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
         shutil.copy(source, pytester.path / source.name)
     pytester.makeini("[pytest]\n")  # rootdir = this folder (reports/ goes here)
     return pytester
+
+
+@pytest.fixture(autouse=True)
+def _every_written_report_is_strict_json_and_valid(request: pytest.FixtureRequest):
+    """After each test: every medgate report or comparison it left in its folders must parse with a
+    strict JSON parser and validate against fixtures/schemas/report.schema.json."""
+    from session_reports import check_written_reports
+
+    # Requested here, at set-up, so that they are torn down after this check runs.
+    folders = []
+    for name in ("tmp_path", "pytester"):
+        if name in request.fixturenames:
+            value = request.getfixturevalue(name)
+            folders.append(value if isinstance(value, Path) else value.path)
+    yield
+    problems = [problem for folder in dict.fromkeys(folders) for problem in check_written_reports(folder)]
+    assert problems == [], "reports written by this test are not strict, valid JSON:\n" + "\n".join(problems)
