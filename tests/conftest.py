@@ -49,17 +49,15 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 @pytest.fixture(autouse=True)
-def _every_written_report_is_strict_json_and_valid(request: pytest.FixtureRequest):
-    """After each test: every medgate report or comparison it left in its folders must parse with a
-    strict JSON parser and validate against fixtures/schemas/report.schema.json."""
-    from session_reports import check_written_reports
+def _every_written_report_is_strict_json_and_valid(tmp_path_factory, monkeypatch):
+    """After each test: every JSON file medgate wrote during it (in this process or in the sessions
+    it started) that is a report or a comparison must parse with a strict JSON parser and validate
+    against fixtures/schemas/report.schema.json. medgate lists what it writes in $MEDGATE_WRITTEN_LOG."""
+    from session_reports import check_written
 
-    # Requested here, at set-up, so that they are torn down after this check runs.
-    folders = []
-    for name in ("tmp_path", "pytester"):
-        if name in request.fixturenames:
-            value = request.getfixturevalue(name)
-            folders.append(value if isinstance(value, Path) else value.path)
+    log = tmp_path_factory.mktemp("written") / "written.txt"
+    monkeypatch.setenv("MEDGATE_WRITTEN_LOG", str(log))
     yield
-    problems = [problem for folder in dict.fromkeys(folders) for problem in check_written_reports(folder)]
+    written = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    problems = check_written([Path(line) for line in dict.fromkeys(written)])
     assert problems == [], "reports written by this test are not strict, valid JSON:\n" + "\n".join(problems)

@@ -177,6 +177,8 @@ class MedgateController:
     # -- the report -----------------------------------------------------------------------------------
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.xdist:
+            self.state.plan.load()  # cached; already built where medgate schedules the groups
         if self.xdist and self.state.plan.failure and session.exitstatus != pytest.ExitCode.USAGE_ERROR:
             # Bad item data stops collection; serially pytest says so with exit 2, and so must -n N.
             session.exitstatus = pytest.ExitCode.INTERRUPTED

@@ -214,9 +214,13 @@ def mcqa_case(request: pytest.FixtureRequest) -> CaseOutcome:
     try:
         record = state.worker_side().record_for(case)
     except ModelLoadError as error:
+        failure = f"medgate: the model could not be loaded: {error}"
+    else:
+        failure = None
+    if failure is not None:  # out of the `except`: the message alone, without the chained traceback
         # Every later case would fail the same way: one clear failure, and the session stops here.
-        request.session.shouldfail = f"medgate: the model could not be loaded: {error}"
-        pytest.fail(f"medgate: the model could not be loaded: {error}", pytrace=False)
+        request.session.shouldfail = failure
+        pytest.fail(failure, pytrace=False)
     request.node.user_properties.append((CASE_PROPERTY, record))
     return CaseOutcome(case, record)
 

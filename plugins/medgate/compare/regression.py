@@ -31,6 +31,7 @@ REGRESSION_METRICS: dict[str, str] = {
     "crosslingual_agreement": "pairs",
 }
 NOTHING_COMPARED = "a regression gate with nothing to compare fails"
+NO_BLOCK = "-"  # the dataset and mode of the gate that stands for a rule without any block
 _EXPRESSION = re.compile(r"\s*([a-z_]+)\s*:\s*([0-9]*\.?[0-9]+)\s*pp\s*")
 
 
@@ -91,6 +92,8 @@ class RegressionCell:
 
     @property
     def gate_id(self) -> str:
+        if self.dataset == NO_BLOCK:
+            return self.rule.expression
         parts = [self.rule.expression, self.dataset]
         if self.perturbation not in (ORIGINAL, ALL) or REGRESSION_METRICS[self.metric] == "prompts":
             parts.append(self.perturbation)
@@ -220,7 +223,7 @@ def _compared(cell: Mapping[str, Any]) -> bool:
 
 def gating_nothing(rule: RegressionRule, why: str) -> RegressionVerdict:
     """The failed verdict of a rule that has no block to gate at all (it would otherwise pass silently)."""
-    cell = RegressionCell(rule.metric, rule.margin, "-", ALL, "-")
+    cell = RegressionCell(rule.metric, rule.margin, NO_BLOCK, ALL, NO_BLOCK)
     return RegressionVerdict(cell, False, None, (), f"--fail-on-regression {rule.expression}: {why}; "
                                                     f"{NOTHING_COMPARED}")
 

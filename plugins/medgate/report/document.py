@@ -102,8 +102,8 @@ def check_writable_target(path: Path) -> None:
     root) would replace the device node, and a folder or a FIFO cannot hold a report."""
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
+    except (FileNotFoundError, NotADirectoryError):
+        return  # a new file; if its folder cannot be made, writing says so
     except OSError as error:
         raise ReportPathError(f"{path}: cannot check the target: {error.strerror or error}") from None
     if not stat.S_ISREG(mode):
@@ -134,3 +134,13 @@ def _write_atomic(path: Path, write: Callable[[TextIO], object]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    _note_written(path)
+
+
+def _note_written(path: Path) -> None:
+    """With $MEDGATE_WRITTEN_LOG set (medgate's own tests set it), list each file written there, so
+    that every report a test makes, in whichever process, can be checked afterwards."""
+    log = os.environ.get("MEDGATE_WRITTEN_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"{path.resolve()}\n")
