@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medgate.backends import BACKENDS, cuda_refusal
+from medgate.backends.openai import ServerSettings, check_base_url
 from medgate.compare.regression import RegressionRule, RegressionRuleError, check_unique, parse_regression_rule
 from medgate.compare.reports import ReportError, check_baseline_name
 from medgate.datasets import DatasetError, UnknownDataset, check_available, default_data_dir
@@ -57,6 +58,7 @@ class RunOptions:
     compare: str | None = None  # a report file or the name of a saved baseline
     save_baseline: str | None = None
     regression_rules: tuple[RegressionRule, ...] = ()
+    server: ServerSettings | None = None  # --backend openai
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,6 +80,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def parse_size(text: str) -> int:
     """`8GB`, `512MiB`, `1000000` -> bytes."""
     units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -95,6 +104,8 @@ THRESHOLD = _converter(parse_threshold_override, GateConfigError)
 SUBSET = _converter(parse_subset)
 PERTURBATIONS = _converter(lambda text: tuple(resolve_set(text)), PerturbationError)
 POSITIVE = _converter(positive_int)
+SECONDS = _converter(positive_float)
+BASE_URL = _converter(check_base_url)
 SIZE = _converter(parse_size)
 REGRESSION = _converter(parse_regression_rule, RegressionRuleError)
 BASELINE_NAME = _converter(check_baseline_name, ReportError)
@@ -120,6 +131,9 @@ def run_options(ns: argparse.Namespace | Any) -> RunOptions:
         check_unique(rules)
     except RegressionRuleError as error:
         raise OptionError(str(error)) from None
+    server = server_settings(ns, model)
+    if ns.medgate_device == "cuda" and server is not None:
+        raise OptionError("--device does not apply to --backend openai: the server decides where the model runs")
     if ns.medgate_device == "cuda" and (refusal := cuda_refusal((ns.medgate_backend,))):
         raise OptionError(refusal)
     report = Path(ns.medgate_report) if ns.medgate_report else None
@@ -163,7 +177,31 @@ def run_options(ns: argparse.Namespace | Any) -> RunOptions:
         compare=compare,
         save_baseline=getattr(ns, "medgate_save_baseline", None),
         regression_rules=rules,
+        server=server,
     )
+
+
+def server_settings(ns: argparse.Namespace | Any, model: ModelRef) -> ServerSettings | None:
+    """--backend openai and the options that only it takes, checked together."""
+    base_url = getattr(ns, "medgate_base_url", None)
+    if ns.medgate_backend != "openai":
+        given = [flag for flag, dest in (("--base-url", "medgate_base_url"), ("--api-key-env", "medgate_api_key_env"),
+                                         ("--served-model", "medgate_served_model"))
+                 if getattr(ns, dest, None)]
+        if given:
+            raise OptionError(f"{', '.join(given)} only apply to --backend openai")
+        return None
+    if not base_url:
+        raise OptionError("--backend openai needs --base-url, the server's OpenAI-compatible endpoint "
+                          "(e.g. http://127.0.0.1:8000/v1)")
+    key_env = getattr(ns, "medgate_api_key_env", None)
+    if key_env and not os.environ.get(key_env):
+        raise OptionError(f"--api-key-env {key_env}: that environment variable is not set (or empty)")
+    names = tuple(name for name in (model.alias, model.hub_id) if name)
+    return ServerSettings(base_url=base_url, api_key_env=key_env, concurrency=ns.medgate_concurrency,
+                          timeout=ns.medgate_request_timeout, attempts=ns.medgate_request_attempts,
+                          served_model=getattr(ns, "medgate_served_model", None), model_names=names,
+                          scoring=ns.medgate_scoring)
 
 
 def add_run_arguments(add: Any) -> None:
@@ -172,7 +210,25 @@ def add_run_arguments(add: Any) -> None:
         help="model alias from fixtures/models.toml, a local checkpoint folder, a hub id org/name[@rev], "
              "or random:<config> (default: tiny, or $MEDGATE_MODEL)")
     add("--backend", dest="medgate_backend", default="onnxruntime", choices=BACKENDS,
-        help="onnxruntime (default: exported once via Optimum) or torch (transformers reference)")
+        help="onnxruntime (default: exported once via Optimum), torch (transformers reference) or openai "
+             "(an OpenAI-compatible server such as vLLM, given with --base-url)")
+    add("--base-url", dest="medgate_base_url", type=BASE_URL, metavar="URL",
+        help="--backend openai: the server's OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    add("--api-key-env", dest="medgate_api_key_env", metavar="NAME",
+        help="--backend openai: the environment variable holding the API key (the key itself is never "
+             "taken on the command line nor written to a report)")
+    add("--served-model", dest="medgate_served_model", metavar="ID",
+        help="--backend openai: the server's id for --model's checkpoint, when the server names it otherwise")
+    add("--concurrency", dest="medgate_concurrency", type=POSITIVE, default=8, metavar="N",
+        help="--backend openai: requests in flight per worker (default 8; -n W workers make W x N)")
+    add("--scoring", dest="medgate_scoring", default="auto", choices=("auto", "echo"),
+        help="--backend openai: auto (default) scores one-token labels with vLLM's logprob_token_ids and "
+             "the rest with the echo protocol; echo uses the echo protocol for every request")
+    add("--request-timeout", dest="medgate_request_timeout", type=SECONDS, default=120.0, metavar="SECONDS",
+        help="--backend openai: seconds per request attempt (default 120)")
+    add("--request-attempts", dest="medgate_request_attempts", type=POSITIVE, default=5, metavar="N",
+        help="--backend openai: tries per request on connection errors, timeouts, 429 and 5xx, with "
+             "exponential back-off from 0.5 s (default 5)")
     add("--device", dest="medgate_device", default="auto", choices=("auto", "cpu", "cuda"),
         help="auto uses CUDA when ONNX Runtime offers it, else CPU")
     add("--dataset", dest="medgate_dataset", action="append", metavar="NAME|FILE",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medgate.backends import Backend, BackendSettings, BackendUnavailable, create_backend
+from medgate.backends.http import ServerError
 from medgate.backends.base import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 from medgate.cases import Case
 from medgate.fingerprint import checkpoint_fingerprint
@@ -142,6 +143,8 @@ class Predictor:
             started = time.perf_counter()
             try:
                 self._backend = create_backend(self.settings.backend, checkpoint, fingerprint, pad)
+            except ServerError:
+                raise  # the server, not the model: the pytest layer says so (and stops on ServerDown)
             except Exception as error:
                 self._backend_failure = error
                 raise self._load_error(f"starting the {self.settings.backend.name} backend", error) from error
@@ -160,6 +163,11 @@ class Predictor:
     @property
     def cache_namespace(self) -> str:
         backend = self.settings.backend
+        if backend.name == "openai":
+            # What answered depends on the server too: its model id, engine version and scoring
+            # methods (asked at connection, so even a fully cached run needs the server up).
+            identity = str(self.backend.info.details["cache_identity"])
+            return namespace_for(self.fingerprint, f"openai|{identity}", "server", "server", backend.max_context)
         return namespace_for(self.fingerprint, backend.name, backend.device, backend.dtype, backend.max_context)
 
     def _backend_record(self) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from medgate.backends.http import ServerDown, ServerError
 from medgate.cases import Case
 from medgate.compare import ReportError
 from medgate.interrupts import TerminateAsInterrupt
@@ -73,6 +74,15 @@ def pytest_configure(config: pytest.Config) -> None:
             controller.load_baseline(project_root(config))
         except ReportError as error:
             raise pytest.UsageError(f"medgate: {error}") from None
+        if state.options.server is not None and not config.option.collectonly:
+            # A wrong server (another model, another tokenizer, nothing listening) is a usage error
+            # before any case, not one failure per case.
+            from medgate.backends.openai import check_server
+
+            try:
+                check_server(state.options.server, state.options.model, state.options.allow_download)
+            except Exception as error:  # noqa: BLE001 - whatever stops the check, the message says it
+                raise pytest.UsageError(f"medgate: --backend openai: {error}") from None
         config.stash[CONTROLLER] = controller
         config.pluginmanager.register(controller, "medgate-controller")
     signals = config.stash[SIGNALS] = TerminateAsInterrupt()
@@ -211,15 +221,19 @@ class GateCheck:
 def mcqa_case(request: pytest.FixtureRequest) -> CaseOutcome:
     state = request.config.stash[STATE]
     case: Case = request.param
+    failure = None
     try:
         record = state.worker_side().record_for(case)
     except ModelLoadError as error:
-        failure = f"medgate: the model could not be loaded: {error}"
-    else:
-        failure = None
-    if failure is not None:  # out of the `except`: the message alone, without the chained traceback
         # Every later case would fail the same way: one clear failure, and the session stops here.
-        request.session.shouldfail = failure
+        failure = request.session.shouldfail = f"medgate: the model could not be loaded: {error}"
+    except ServerDown as error:
+        # Every later case would wait out the same retries: stop here, with one message; the report
+        # is written with the cases that never ran listed as missing (status incomplete).
+        failure = request.session.shouldfail = f"medgate: the server stopped answering: {error}"
+    except ServerError as error:
+        failure = f"medgate: {error}"
+    if failure is not None:  # outside the except block: the message alone, no chained traceback
         pytest.fail(failure, pytrace=False)
     request.node.user_properties.append((CASE_PROPERTY, record))
     return CaseOutcome(case, record)

@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from medgate.backends import BackendSettings, cuda_available
+from medgate.backends.http import ServerError
 from medgate.cases import Case, expand_cases
 from medgate.datasets import LoadedDataset, load_dataset
 from medgate.gates import GateCell, gate_cells
@@ -76,7 +77,7 @@ class RunPlan:
 def resolve_device(requested: str, backend: str) -> str:
     if requested != "auto":
         return requested
-    if backend == "onnxruntime":
+    if backend in ("onnxruntime", "openai"):  # openai: for the ONNX Runtime reference of --check-parity
         return "cuda" if cuda_available() else "cpu"
     try:
         import torch
@@ -143,6 +144,7 @@ def predictor_settings(options: RunOptions, place: WorkerPlace = WorkerPlace()) 
         max_token_budget=ceiling,
         gpu_mem_limit=options.gpu_mem_limit,
         max_context=options.max_context,
+        server=options.server,
     )
     parity = None
     if options.check_parity:
@@ -159,6 +161,7 @@ class WorkerSide:
         self.groups: dict[str, list[Case]] = {}
         self.model_error: str | None = None  # once the model failed to load, every case would fail alike
         self._ready: dict[str, dict[str, Any]] = {}
+        self._failed: dict[str, ServerError] = {}
 
     def set_selected(self, cases: Sequence[Case]) -> None:
         """Only the cases this session will run are predicted (after -k / --deselect)."""
@@ -169,12 +172,17 @@ class WorkerSide:
     def record_for(self, case: Case) -> dict[str, Any]:
         if self.model_error is not None:
             raise ModelLoadError(self.model_error)
+        if case.group in self._failed:  # the group's one prediction failed: not retried per case
+            raise self._failed[case.group]
         if case.case_id not in self._ready:
             group = self.groups.get(case.group) or [case]
             try:
                 records = self.predictor.predict(group)
             except ModelLoadError as error:
                 self.model_error = str(error)
+                raise
+            except ServerError as error:
+                self._failed[case.group] = error
                 raise
             for record in records:
                 self._ready[record["case_id"]] = record

@@ -2,6 +2,7 @@
 
 `onnxruntime` (default): the checkpoint exported once through Optimum, run by ONNX Runtime.
 `torch`: the same checkpoint in transformers, the reference for parity checks.
+`openai`: an OpenAI-compatible server (vLLM first), fed token ids encoded here (backends/openai.py).
 """
 
 from __future__ import annotations
@@ -9,10 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medgate.backends.base import Backend, BackendInfo, BackendUnavailable
 
-BACKENDS = ("onnxruntime", "torch")
+if TYPE_CHECKING:
+    from medgate.backends.openai import ServerSettings
+
+BACKENDS = ("onnxruntime", "torch", "openai")
+IN_PROCESS_BACKENDS = ("onnxruntime", "torch")
 
 __all__ = ["BACKENDS", "Backend", "BackendInfo", "BackendSettings", "BackendUnavailable", "create_backend",
            "cuda_available", "cuda_refusal", "cuda_unavailable_reason"]
@@ -29,9 +35,17 @@ class BackendSettings:
     max_token_budget: int = 8192
     gpu_mem_limit: int | None = None
     max_context: int | None = None
+    server: ServerSettings | None = None  # --backend openai only
 
 
 def create_backend(settings: BackendSettings, checkpoint: Path, fingerprint: str, pad_id: int) -> Backend:
+    if settings.name == "openai":
+        from medgate.backends.openai import OpenAIBackend  # standard library only: no numpy, no runtime
+        from medgate.tokenization import TextTokenizer
+
+        if settings.server is None:
+            raise BackendUnavailable("--backend openai needs --base-url")
+        return OpenAIBackend(settings.server, checkpoint, TextTokenizer(checkpoint), settings.max_context)
     from medgate.backends.engine import BatchPolicy  # numpy: loaded only when a model runs
 
     policy = BatchPolicy(token_budget=settings.token_budget,

@@ -45,6 +45,21 @@ def _parity(workers: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def _server(workers: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """--backend openai: the server as the workers saw it, with request counts summed over workers."""
+    seen = [m["backend_details"]["server"] for m in workers.values()
+            if isinstance(m.get("backend_details"), dict) and m["backend_details"].get("server")]
+    if not seen:
+        return None
+    merged = dict(seen[0])
+    merged["scoring_methods"] = {method: sum(s.get("scoring_methods", {}).get(method, 0) for s in seen)
+                                 for method in seen[0].get("scoring_methods", {})}
+    merged["retries"] = sum(s.get("retries", 0) for s in seen)
+    merged["system_fingerprints"] = sorted({f for s in seen for f in s.get("system_fingerprints", [])})
+    merged["in_flight_limit"] = merged.get("concurrency", 1) * len(workers)  # requests per worker x workers
+    return merged
+
+
 def truncation_by_dataset(records: Any) -> dict[str, dict[str, int]]:
     """Cases whose prompt lost tokens from the left to fit the context, per dataset (never silent)."""
     counts: dict[str, dict[str, int]] = {}
@@ -102,6 +117,7 @@ def build_manifest(state: Any, config: Any, controller: Any, run_id: str, starte
         "seed": options.seed,
         "thresholds": {"source": options.thresholds.source, "rules": options.thresholds.rules},
         "parity": _parity(workers),
+        "server": _server(workers),
         "command_line": list(config.invocation_params.args),
         "workers": workers,
         "crashed_workers": controller.crashed_workers,
