@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from medgate.backends import Backend, BackendSettings, BackendUnavailable, create_backend
-from medgate.backends.http import ServerError
 from medgate.backends.base import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from medgate.backends.http import ServerError
 from medgate.cases import Case
 from medgate.fingerprint import checkpoint_fingerprint
 from medgate.models import ModelRef, materialize
