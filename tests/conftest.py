@@ -46,3 +46,18 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
         shutil.copy(source, pytester.path / source.name)
     pytester.makeini("[pytest]\n")  # rootdir = this folder (reports/ goes here)
     return pytester
+
+
+@pytest.fixture(autouse=True)
+def _every_written_report_is_strict_json_and_valid(tmp_path_factory, monkeypatch):
+    """After each test: every JSON file medgate wrote during it (in this process or in the sessions
+    it started) that is a report or a comparison must parse with a strict JSON parser and validate
+    against fixtures/schemas/report.schema.json. medgate lists what it writes in $MEDGATE_WRITTEN_LOG."""
+    from session_reports import check_written
+
+    log = tmp_path_factory.mktemp("written") / "written.txt"
+    monkeypatch.setenv("MEDGATE_WRITTEN_LOG", str(log))
+    yield
+    written = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    problems = check_written([Path(line) for line in dict.fromkeys(written)])
+    assert problems == [], "reports written by this test are not strict, valid JSON:\n" + "\n".join(problems)
