@@ -29,6 +29,10 @@ class CheckpointError(ValueError):
     """A checkpoint folder holds something medgate refuses to read; the message names the file."""
 
 
+class MalformedJson(CheckpointError):
+    """A checkpoint's JSON file does not parse."""
+
+
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISFIFO, "a fifo"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
@@ -88,7 +92,7 @@ def read_checkpoint_json(directory: Path, name: str) -> dict[str, Any]:
     try:
         data = json.loads(read_checkpoint_text(directory, name))
     except (ValueError, RecursionError) as error:
-        raise CheckpointError(f"{directory / name}: not valid JSON ({error})") from None
+        raise MalformedJson(f"{directory / name}: not valid JSON ({error})") from None
     return data if isinstance(data, dict) else {}
 
 
@@ -101,7 +105,10 @@ def audit_checkpoint(directory: Path) -> None:
     for entry in entries:
         checked_file(directory, entry.name, allow_folder=True)
     for name in CODE_CONFIGS:
-        config = read_checkpoint_json(directory, name)
+        try:
+            config = read_checkpoint_json(directory, name)
+        except MalformedJson:
+            continue  # asks for no code; failing to load it is the loader's one clear error
         asked = [key for key in CODE_KEYS if key in config]
         if asked:
             raise CheckpointError(
