@@ -7,6 +7,7 @@ server must give the same labels, the same generated text, and log-probabilities
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -200,3 +201,20 @@ def test_a_server_stopped_mid_run_leaves_an_incomplete_report_and_one_message(su
     assert document["status"] == "incomplete"
     assert 0 < len(document["cases"]) < 40 and len(document["cases"]) + len(document["missing_cases"]) == 40
     assert ended < 120
+
+
+def test_bench_times_medgate_and_lm_eval_local_completions_on_the_same_server(vllm, smollm2, raw, tmp_path):
+    from medgate.cli import main
+
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--backend", "openai", "--base-url", str(vllm["url"]), f"--model={smollm2}",
+                 "--dataset", "medqa", "--data-dir", str(raw), "--limit", "2", "--no-warmup", "--concurrency", "4",
+                 "--out", str(out), "--keep", str(tmp_path / "work")])
+    assert code == 0
+    document = json.loads(out.read_text())
+    assert set(document["contenders"]) == {"medgate", "medgate_echo", "lm_eval"}
+    assert document["server"]["model_id"] == str(smollm2)
+    assert document["agreement_with_medgate"] == {"medgate_echo": 1.0, "lm_eval": 1.0}
+    assert document["contenders"]["medgate"]["scoring_methods"] == {"logprob_token_ids": 2, "echo": 0}
+    assert document["contenders"]["medgate_echo"]["scoring_methods"] == {"logprob_token_ids": 0, "echo": 2}
+    assert document["ratios"]["lm_eval"] > 0
