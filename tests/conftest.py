@@ -107,3 +107,18 @@ def vllm() -> dict[str, object]:
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
     return Path(os.environ[vllm_server.SMOLLM2])
+
+
+@pytest.fixture(autouse=True)
+def _every_written_report_is_strict_json_and_valid(tmp_path_factory, monkeypatch):
+    """After each test: every JSON file medgate wrote during it (in this process or in the sessions
+    it started) that is a report or a comparison must parse with a strict JSON parser and validate
+    against fixtures/schemas/report.schema.json. medgate lists what it writes in $MEDGATE_WRITTEN_LOG."""
+    from session_reports import check_written
+
+    log = tmp_path_factory.mktemp("written") / "written.txt"
+    monkeypatch.setenv("MEDGATE_WRITTEN_LOG", str(log))
+    yield
+    written = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    problems = check_written([Path(line) for line in dict.fromkeys(written)])
+    assert problems == [], "reports written by this test are not strict, valid JSON:\n" + "\n".join(problems)

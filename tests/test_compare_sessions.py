@@ -42,7 +42,7 @@ def test_a_saved_baseline_compared_with_the_same_model_passes_every_regression_g
 
 def test_a_worse_checkpoint_fails_its_regression_gates_under_xdist(suite, tiny_checkpoint, untrained_checkpoint):
     suite.runpytest_subprocess("--report", "base.json", *NO_CACHE)
-    result = suite.runpytest_subprocess("-n", "2", "--model", str(untrained_checkpoint), "--compare", "base.json",
+    result = suite.runpytest_subprocess("-n", "2", f"--model={untrained_checkpoint}", "--compare", "base.json",
                                         "--fail-on-regression", "accuracy:2pp", "--report", "report.json", *NO_CACHE)
     assert result.ret == 1
     assert "INTERNALERROR" not in result.stdout.str()
@@ -103,7 +103,7 @@ def test_a_worker_killed_mid_run_makes_an_incomplete_report_and_a_failed_session
     missing = document["missing_cases"]
     assert document["status"] == "incomplete" and document["summary"]["missing_cases"] == len(missing) > 0
     assert len(document["cases"]) + len(missing) == 96
-    assert all(re.fullmatch(r"test_mcqa\.py::test_mcqa\[sample-e[ns]/\d{4}/original/p0\]", m) for m in missing)
+    assert all(re.fullmatch(r"sample-e[ns]/\d{4}/original/p0", m) for m in missing)  # case ids, not node ids
     assert "gw1" in document["manifest"]["crashed_workers"]
     result.stdout.fnmatch_lines([
         f"worker gw1 died (*) while running test_mcqa[[]*[]]; the run is incomplete: {len(missing)} of 96 case(s) "

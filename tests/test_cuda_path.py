@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from medgate.backends import BackendSettings, BackendUnavailable, cuda_available
+from medgate.backends import BackendSettings, cuda_available
 from medgate.backends.export import ExportError, ensure_export
 from medgate.models import resolve_model
-from medgate.predictor import Predictor, PredictorSettings
-from medgate.run import worker_device_id
+from medgate.predictor import ModelLoadError, Predictor, PredictorSettings
+from medgate.run import WorkerPlace, worker_device_id
 
 no_cuda_here = pytest.mark.skipif(cuda_available(), reason="this machine has CUDA: the refusals do not apply")
 
@@ -57,15 +57,14 @@ def test_cuda_export_without_cuda_torch_says_why(tiny_checkpoint, tmp_path):
     ("gw5", "3,4,7", 2), ("gw2", "5", 0),
 ])
 def test_workers_are_pinned_round_robin_to_the_visible_gpus(monkeypatch, worker, visible, expected):
-    monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    assert worker_device_id() == expected
+    place = WorkerPlace.from_workerinput({"workerid": worker, "workercount": 8})
+    assert worker_device_id(place) == expected
 
 
 def test_a_serial_run_uses_the_first_gpu(monkeypatch):
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    assert worker_device_id() == 0
+    assert worker_device_id(WorkerPlace.from_workerinput(None)) == 0
 
 
 def test_a_backend_that_failed_to_start_is_not_started_again(monkeypatch, tiny_checkpoint, tmp_path):
@@ -77,9 +76,9 @@ def test_a_backend_that_failed_to_start_is_not_started_again(monkeypatch, tiny_c
 
     monkeypatch.setattr("medgate.backends.export.ensure_export", failing_export)
     predictor = Predictor(PredictorSettings(model=resolve_model(f"{tiny_checkpoint}"), backend=BackendSettings()))
-    with pytest.raises(ExportError, match="no GPU"):
+    with pytest.raises(ModelLoadError, match="starting the onnxruntime backend failed: ExportError: .*no GPU"):
         _ = predictor.backend
-    with pytest.raises(BackendUnavailable, match="no GPU.*not retried"):
+    with pytest.raises(ModelLoadError, match="no GPU.*not retried"):
         _ = predictor.backend
     assert attempts == [tiny_checkpoint]
 

@@ -27,7 +27,7 @@ def headqa_gold(document: dict, item_id: str) -> str:
 
 def test_acceptance_run_medqa_and_headqa_es_fifty_each(suite, tiny_checkpoint, shared_raw):
     result = suite.runpytest_subprocess("-n", "2", "--model", "tiny", "--dataset", "medqa", "--dataset",
-                                        "headqa-es", "--limit", "50", "--data-dir", str(shared_raw),
+                                        "headqa-es", "--limit", "50", f"--data-dir={shared_raw}",
                                         "--report", "report.json", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=100)
     document = report_of(suite, "report.json")
@@ -58,7 +58,7 @@ def test_same_limit_and_seed_select_the_same_items_serially_and_under_four_worke
                                                                                      shared_raw):
     def run(seed: str, report: str, *extra: str) -> None:
         suite.runpytest_subprocess("--dataset", "mmlu-medical", "--dataset", "headqa-en", "--dataset",
-                                   "pubmedqa", "--limit", "12", "--seed", seed, "--data-dir", str(shared_raw),
+                                   "pubmedqa", "--limit", "12", "--seed", seed, f"--data-dir={shared_raw}",
                                    "--report", report, "-p", "no:cacheprovider", *extra)
 
     run("7", "serial.json")
@@ -73,7 +73,7 @@ def test_same_limit_and_seed_select_the_same_items_serially_and_under_four_worke
 
 
 def test_missing_data_is_a_usage_error_with_the_fetch_command(suite, tmp_path):
-    result = suite.runpytest_subprocess("--dataset", "pubmedqa", "--data-dir", str(tmp_path / "nothing"),
+    result = suite.runpytest_subprocess("--dataset", "pubmedqa", f"--data-dir={tmp_path / 'nothing'}",
                                         "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     missing = tmp_path / "nothing" / "pubmedqa/data/ori_pqal.json"
@@ -82,12 +82,15 @@ def test_missing_data_is_a_usage_error_with_the_fetch_command(suite, tmp_path):
 
 
 def test_subset_and_several_datasets_on_the_command_line(suite, tiny_checkpoint, shared_raw):
-    result = suite.runpytest_subprocess("--collect-only", "-q", "--dataset", "headqa-es", "--dataset",
-                                        "headqa-en", "--subset", "subject=medicine", "--limit", "5",
-                                        "--data-dir", str(shared_raw), "-p", "no:cacheprovider")
+    # A path given as a separate argument (`--data-dir /x`) takes part in pytest's choice of rootdir,
+    # which changes every node id's prefix: options that take paths get theirs with `=`.
+    result = suite.runpytest_subprocess("--collect-only", "-q", "--dataset=headqa-es", "--dataset=headqa-en",
+                                        "--subset=subject=medicine", "--limit=5", f"--data-dir={shared_raw}",
+                                        "-p", "no:cacheprovider")
     assert result.ret == 0
-    collected = [line for line in result.stdout.lines if "test_mcqa[" in line]
-    assert len(collected) == 10
-    spanish = sorted(line.split("/")[1] for line in collected if "[headqa-es/" in line)
-    english = sorted(line.split("/")[1] for line in collected if "[headqa-en/" in line)
+    case_ids = [line[line.index("test_mcqa[") + len("test_mcqa["):-1] for line in result.stdout.lines
+                if "test_mcqa[" in line]
+    assert len(case_ids) == 10
+    spanish = sorted(case_id.split("/")[1] for case_id in case_ids if case_id.startswith("headqa-es/"))
+    english = sorted(case_id.split("/")[1] for case_id in case_ids if case_id.startswith("headqa-en/"))
     assert spanish == english and all("_M-" in item for item in spanish)  # the MIR exams are the M booklets

@@ -100,8 +100,13 @@ def thresholds_file(model_alias: str, explicit: str | None = None) -> Path:
 
 
 def load_thresholds(path: Path, overrides: Iterable[tuple[str, float]] = ()) -> Thresholds:
-    with path.open("rb") as handle:
-        data = tomllib.load(handle)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:  # its message ends "(at line L, column C)"
+        raise GateConfigError(f"{path}: not valid TOML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise GateConfigError(f"{path}: cannot read the thresholds file: {error}") from None
     rules: dict[str, dict[str, Any]] = {}
     for metric, rule in data.items():
         if metric not in GATE_METRICS or not isinstance(rule, dict):
@@ -109,12 +114,27 @@ def load_thresholds(path: Path, overrides: Iterable[tuple[str, float]] = ()) -> 
         bound = GATE_METRICS[metric][0]
         if bound not in rule:
             raise GateConfigError(f"{path}: [{metric}] needs `{bound}`")
+        _check_values(path, metric, rule)
         _check_perturbation_scope(path, metric, rule.get("perturbations"))
         _check_prompt_scope(path, metric, rule.get("prompts"))
         rules[metric] = dict(rule)
     for metric, value in overrides:  # the command line wins over every per-cell override
         rules[metric] = {GATE_METRICS[metric][0]: value}
     return Thresholds(str(path), rules)
+
+
+def _check_values(path: Path, metric: str, rule: Mapping[str, Any]) -> None:
+    """Every threshold a number in [0, 1], as on the command line: `nan` would pass every gate."""
+    bound = GATE_METRICS[metric][0]
+    values = [(bound, rule[bound])]
+    for table in ("by_perturbation", "by_dataset"):
+        overrides = rule.get(table, {})
+        if not isinstance(overrides, dict):
+            raise GateConfigError(f"{path}: [{metric}] {table} must be a table of NAME = VALUE")
+        values += [(f"{table}.{key}", value) for key, value in overrides.items()]
+    for name, value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            raise GateConfigError(f"{path}: [{metric}] {name} = {value!r}: a threshold must be a number in [0, 1]")
 
 
 def _check_perturbation_scope(path: Path, metric: str, names: Any) -> None:

@@ -21,6 +21,7 @@ from medgate.datasets.sampling import parse_subset
 from medgate.gates import GateConfigError, Thresholds, load_thresholds, parse_threshold_override, thresholds_file
 from medgate.models import ModelError, ModelRef, resolve_model
 from medgate.perturbations import PerturbationError, resolve_set
+from medgate.report.document import ReportPathError, check_writable_target
 from medgate.prompts import MODES, PromptError, select_prompts
 
 DEFAULT_DATASETS = ("sample-en", "sample-es")
@@ -135,6 +136,12 @@ def run_options(ns: argparse.Namespace | Any) -> RunOptions:
         raise OptionError("--device does not apply to --backend openai: the server decides where the model runs")
     if ns.medgate_device == "cuda" and (refusal := cuda_refusal((ns.medgate_backend,))):
         raise OptionError(refusal)
+    report = Path(ns.medgate_report) if ns.medgate_report else None
+    if report is not None:
+        try:
+            check_writable_target(report)
+        except ReportPathError as error:
+            raise OptionError(f"--report {error}") from None
     datasets = tuple(ns.medgate_dataset or DEFAULT_DATASETS)
     data_dir = default_data_dir(ns.medgate_data_dir)
     for name in datasets:
@@ -157,7 +164,7 @@ def run_options(ns: argparse.Namespace | Any) -> RunOptions:
         prompts=prompts,
         modes=modes,
         thresholds=thresholds,
-        report=Path(ns.medgate_report) if ns.medgate_report else None,
+        report=report,
         record_prompts=ns.medgate_record_prompts,
         check_parity=ns.medgate_check_parity,
         group_size=ns.medgate_group_size,

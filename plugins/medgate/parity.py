@@ -24,7 +24,7 @@ from medgate.cases import Case, expand_cases
 from medgate.datasets import DatasetError, UnknownDataset, default_data_dir, load_dataset
 from medgate.models import ModelError, ModelRef, resolve_model
 from medgate.perturbations import resolve_set
-from medgate.predictor import Predictor, PredictorSettings
+from medgate.predictor import ModelLoadError, Predictor, PredictorSettings
 
 REQUIRED_AGREEMENT = {"cpu": 1.0, "cuda": 0.995}
 LOGIT_SAMPLE = 32  # prompts whose full logit vectors are compared
@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         prompts = [p.strip() for p in args.prompts.split(",") if p.strip()]
         cases = expand_cases(datasets, resolve_set(args.perturbations), prompts, seed=0, group_size=64)
         result = compare_backends(model, cases, args.device)
-    except (ModelError, DatasetError, UnknownDataset, BackendUnavailable, ExportError, ValueError) as error:
+    except (ModelError, ModelLoadError, DatasetError, UnknownDataset, BackendUnavailable, ExportError,
+            ValueError) as error:
         print(f"medgate parity: {error}", file=sys.stderr)
         return 2
     passed = result["label_agreement"] >= result["required_agreement"]

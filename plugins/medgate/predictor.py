@@ -14,6 +14,7 @@ from typing import Any
 
 from medgate.backends import Backend, BackendSettings, BackendUnavailable, create_backend
 from medgate.backends.base import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from medgate.backends.http import ServerError
 from medgate.cases import Case
 from medgate.fingerprint import checkpoint_fingerprint
 from medgate.models import ModelRef, materialize
@@ -21,6 +22,10 @@ from medgate.prediction_cache import PredictionCache, namespace_for, request_key
 from medgate.prompts import continuation_text, render, template_for
 from medgate.scoring import choose, json_object_closed, parse_json_answer
 from medgate.tokenization import TextTokenizer
+
+
+class ModelLoadError(RuntimeError):
+    """The checkpoint, its tokenizer or its backend could not be made ready: every case would fail alike."""
 
 
 @dataclass(frozen=True)
@@ -88,24 +93,41 @@ class Predictor:
 
     # -- lazily built parts -------------------------------------------------------------------------
 
+    def _load_error(self, what: str, error: Exception) -> ModelLoadError:
+        return ModelLoadError(f"model {self.settings.model.describe()!r}: {what} failed: "
+                              f"{type(error).__name__}: {error}")
+
     @property
     def checkpoint(self) -> Path:
         if self._checkpoint is None:
             started = time.perf_counter()
-            self._checkpoint = materialize(self.settings.model, self.settings.allow_download)
-            self.stats.setup_seconds += time.perf_counter() - started
+            try:
+                self._checkpoint = materialize(self.settings.model, self.settings.allow_download)
+            except Exception as error:
+                raise self._load_error("finding the checkpoint", error) from error
+            finally:
+                self.stats.setup_seconds += time.perf_counter() - started
         return self._checkpoint
 
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = checkpoint_fingerprint(self.checkpoint)
+            try:
+                self._fingerprint = checkpoint_fingerprint(self.checkpoint)
+            except ModelLoadError:
+                raise
+            except Exception as error:
+                raise self._load_error("fingerprinting the checkpoint", error) from error
         return self._fingerprint
 
     @property
     def tokenizer(self) -> TextTokenizer:
         if self._tokenizer is None:
-            self._tokenizer = TextTokenizer(self.checkpoint)
+            checkpoint = self.checkpoint
+            try:
+                self._tokenizer = TextTokenizer(checkpoint)
+            except Exception as error:
+                raise self._load_error("loading the tokenizer", error) from error
         return self._tokenizer
 
     @property
@@ -113,16 +135,19 @@ class Predictor:
         if self._backend_failure is not None:
             # A failed export or session start would fail the same way for every later group, after
             # the same wait: say so at once instead.
-            raise BackendUnavailable(f"{self._backend_failure} (the backend failed to start earlier in this "
-                                     "process; not retried)")
+            raise self._load_error(f"starting the {self.settings.backend.name} backend",
+                                   BackendUnavailable(f"{self._backend_failure} (failed earlier in this process; "
+                                                      "not retried)"))
         if self._backend is None:
+            checkpoint, fingerprint, pad = self.checkpoint, self.fingerprint, self.tokenizer.pad_token_id
             started = time.perf_counter()
             try:
-                self._backend = create_backend(self.settings.backend, self.checkpoint, self.fingerprint,
-                                               self.tokenizer.pad_token_id)
+                self._backend = create_backend(self.settings.backend, checkpoint, fingerprint, pad)
+            except ServerError:
+                raise  # the server, not the model: the pytest layer says so (and stops on ServerDown)
             except Exception as error:
                 self._backend_failure = error
-                raise
+                raise self._load_error(f"starting the {self.settings.backend.name} backend", error) from error
             finally:
                 self.stats.setup_seconds += time.perf_counter() - started
         return self._backend

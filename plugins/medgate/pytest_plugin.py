@@ -1,16 +1,18 @@
 """medgate's pytest plugin (registered through the `pytest11` entry point).
 
-- Options are parsed and checked in `pytest_configure`; the run plan lives in `config.stash`.
+- Options are parsed and checked in `pytest_configure`; the run state lives in `config.stash`.
 - `mcqa_case` is parametrized with every case; plain `-n N` is switched to `--dist loadgroup`, which
   medgate's scheduler (xdist_scheduling) implements by prediction group, so that each group runs on
   one worker, where the first case to run predicts the whole group in one batched call.
-- Each case's outcome record travels on its test report (`user_properties`), so the controller
-  (or the single process without xdist) merges them as reports arrive; workers add their
-  model/backend manifest through `workeroutput` (syrupy's pattern, tolerant of crashed workers).
+- Two sides, each its own plugin object: the worker side (pytest_worker.py) predicts and sends
+  one `WorkerPayload` at the end; the controller side (pytest_controller.py) merges and writes
+  the report. Without xdist the one process is both. Each case's record travels on its test
+  report (`user_properties`), so what a dead worker answered is kept.
 - Gate cases (`@pytest.mark.gate(metric)`) need every worker's results. Without xdist they run for
   real, last. Under xdist the workers leave them out and the controller evaluates them once the
   last worker is done and logs their reports under the same node ids.
-- The report is written atomically at session end whatever happened; its `status` says what.
+- The report is written atomically at session end whatever ended it (SIGTERM is turned into the
+  KeyboardInterrupt of Ctrl-C for that); its `status` says what.
 """
 
 from __future__ import annotations
@@ -22,20 +24,25 @@ import pytest
 from medgate.backends.http import ServerDown, ServerError
 from medgate.cases import Case
 from medgate.compare import ReportError
+from medgate.interrupts import TerminateAsInterrupt
 from medgate.options import OptionError, add_run_arguments, run_options
+from medgate.predictor import ModelLoadError
+from medgate.pytest_controller import MedgateController, project_root
 from medgate.pytest_session import (
     CASE_PROPERTY,
     GATE_PROPERTY,
-    WORKER_OUTPUT,
     AnyGateCell,
-    MedgateSession,
     MedgateState,
     case_of,
-    gate_descriptor_cell,
+    gate_descriptor,
     gate_of,
 )
+from medgate.pytest_worker import MedgateWorker
 
 STATE = pytest.StashKey[MedgateState]()
+CONTROLLER = pytest.StashKey[MedgateController]()  # not on xdist workers
+WORKER = pytest.StashKey[MedgateWorker]()  # only on xdist workers
+SIGNALS = pytest.StashKey[TerminateAsInterrupt]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,7 +54,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gate(metric): a release gate evaluated on the merged results of the run")
     try:
-        state = MedgateState(run_options(config.option), is_worker=hasattr(config, "workerinput"))
+        state = MedgateState(run_options(config.option), getattr(config, "workerinput", None))
     except OptionError as error:
         raise pytest.UsageError(f"medgate: {error}") from None
     config.stash[STATE] = state
@@ -58,9 +65,13 @@ def pytest_configure(config: pytest.Config) -> None:
         # (pytest-xdist#1323, #1327, #1378). Without a restart the run ends, and the cases the worker
         # never finished are reported as missing: an incomplete run that fails, never a hang.
         config.option.maxworkerrestart = "0"
-    if not state.is_worker:
+    if state.is_worker:
+        worker = config.stash[WORKER] = MedgateWorker(config, state)
+        config.pluginmanager.register(worker, "medgate-worker")
+    else:
+        controller = MedgateController(config, state)
         try:
-            state.load_baseline(config.rootpath)
+            controller.load_baseline(project_root(config))
         except ReportError as error:
             raise pytest.UsageError(f"medgate: {error}") from None
         if state.options.server is not None and not config.option.collectonly:
@@ -72,7 +83,16 @@ def pytest_configure(config: pytest.Config) -> None:
                 check_server(state.options.server, state.options.model, state.options.allow_download)
             except Exception as error:  # noqa: BLE001 - whatever stops the check, the message says it
                 raise pytest.UsageError(f"medgate: --backend openai: {error}") from None
-        config.pluginmanager.register(MedgateSession(config, state), "medgate-session")
+        config.stash[CONTROLLER] = controller
+        config.pluginmanager.register(controller, "medgate-controller")
+    signals = config.stash[SIGNALS] = TerminateAsInterrupt()
+    signals.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    signals = config.stash.get(SIGNALS, None)
+    if signals is not None:
+        signals.restore()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -100,9 +120,14 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         f"datasets {', '.join(o.datasets)}; perturbations {', '.join(o.perturbations)}; "
         f"prompts {', '.join(o.prompts)}"
     ]
-    if state.comparison is not None:
+    controller = config.stash.get(CONTROLLER, None)
+    if controller is not None and controller.baseline is not None:
         rules = ", ".join(rule.expression for rule in o.regression_rules) or "none"
-        lines.append(f"medgate: comparing with {state.comparison.baseline_path}; regression gates: {rules}")
+        baseline = controller.baseline
+        status = baseline.baseline.get("status")
+        unfinished = f" (the baseline is {status}: see the warning at the end)" if status in (
+            "incomplete", "interrupted") else ""
+        lines.append(f"medgate: comparing with {baseline.baseline_path}{unfinished}; regression gates: {rules}")
     return lines
 
 
@@ -142,52 +167,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=idle)
         idle_ids = {id(item) for item in idle}
         items[:] = [item for item in items if id(item) not in idle_ids]
-    cases = [item for item in items if case_of(item) is not None]
+    cases = [case for case in map(case_of, items) if case is not None]
     gates = [item for item in items if gate_of(item) is not None]
     state.active = bool(cases or gates)
     if not state.active or config.option.collectonly:
         return
-    state.worker_side().set_selected([case_of(item) for item in cases])  # type: ignore[misc]
+    state.worker_side().set_selected(cases)
     others = [item for item in items if gate_of(item) is None]
     if state.is_worker:
-        state.gate_descriptors = [_gate_descriptor(item) for item in gates]
+        config.stash[WORKER].gates = [gate_descriptor(item) for item in gates]
         items[:] = others  # the controller evaluates gates once every worker is done
-    else:
-        items[:] = others + gates  # gates run last, on the merged results
-    state.case_nodeids = [item.nodeid for item in items if case_of(item) is not None]
-    state.case_indices = [i for i, item in enumerate(items) if case_of(item) is not None]
-
-
-def _gate_descriptor(item: pytest.Item) -> dict[str, Any]:
-    cell = gate_of(item)
-    assert cell is not None
-    path, lineno, name = item.location
-    return {"nodeid": item.nodeid, "location": [path, lineno, name], "cell": gate_descriptor_cell(cell),
-            "keywords": sorted(str(k) for k in item.keywords)}
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    state = session.config.stash.get(STATE, None)
-    workeroutput = getattr(session.config, "workeroutput", None)
-    if state is None or workeroutput is None:
         return
-    workeroutput[WORKER_OUTPUT] = {
-        "active": state.active,
-        "manifest": state.worker.predictor.manifest() if state.worker else {},
-        "case_ranges": _ranges(state.case_indices),
-        "gates": state.gate_descriptors,
-    }
-
-
-def _ranges(indices: list[int]) -> list[list[int]]:
-    """[0, 1, 2, 5, 6] -> [[0, 3], [5, 7]]: compact for tens of thousands of cases."""
-    ranges: list[list[int]] = []
-    for index in indices:
-        if ranges and ranges[-1][1] == index:
-            ranges[-1][1] = index + 1
-        else:
-            ranges.append([index, index + 1])
-    return ranges
+    items[:] = others + gates  # gates run last, on the merged results
+    controller = config.stash[CONTROLLER]
+    controller.expect([case.case_id for case in cases])
+    if gates:
+        controller.gates_collected()
 
 
 # -- fixtures -----------------------------------------------------------------------------------------
@@ -209,13 +204,13 @@ class CaseOutcome:
 class GateCheck:
     """What a gate test receives; `check()` evaluates the gate on everything the run recorded."""
 
-    def __init__(self, cell: AnyGateCell, state: MedgateState, node: pytest.Item) -> None:
+    def __init__(self, cell: AnyGateCell, controller: MedgateController, node: pytest.Item) -> None:
         self.cell = cell
-        self.state = state
+        self.controller = controller
         self.node = node
 
     def check(self) -> None:
-        verdict = self.state.evaluate_gate(self.cell)
+        verdict = self.controller.evaluate_gate(self.cell)
         self.node.user_properties.append((GATE_PROPERTY, verdict.to_dict()))
         if verdict.passed is None:
             pytest.skip(verdict.message)
@@ -230,6 +225,9 @@ def mcqa_case(request: pytest.FixtureRequest) -> CaseOutcome:
     failure = None
     try:
         record = state.worker_side().record_for(case)
+    except ModelLoadError as error:
+        # Every later case would fail the same way: one clear failure, and the session stops here.
+        failure = request.session.shouldfail = f"medgate: the model could not be loaded: {error}"
     except ServerDown as error:
         # Every later case would wait out the same retries: stop here, with one message; the report
         # is written with the cases that never ran listed as missing (status incomplete).
@@ -244,7 +242,7 @@ def mcqa_case(request: pytest.FixtureRequest) -> CaseOutcome:
 
 @pytest.fixture
 def gate(request: pytest.FixtureRequest) -> GateCheck:
-    return GateCheck(request.param, request.config.stash[STATE], request.node)
+    return GateCheck(request.param, request.config.stash[CONTROLLER], request.node)
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:

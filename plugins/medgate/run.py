@@ -1,14 +1,14 @@
 """The state of one medgate run, without pytest: what to run, and what came back.
 
 `RunPlan` expands options into datasets, cases and gate cells (identically in every process).
-`WorkerSide` predicts a whole group of cases on first use. `ControllerSide` merges case records
-and worker payloads (syrupy's worker -> controller pattern) and knows what is missing.
+`WorkerSide` predicts a whole group of cases on first use. `ControllerSide` holds the case records
+and worker payloads merged so far (see worker_payload.py) and knows what is missing.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -21,7 +21,8 @@ from medgate.gates import GateCell, gate_cells
 from medgate.metrics import MetricValue, compute_metrics, index_metrics
 from medgate.options import RunOptions
 from medgate.paths import cache_dir
-from medgate.predictor import Predictor, PredictorSettings
+from medgate.predictor import ModelLoadError, Predictor, PredictorSettings
+from medgate.worker_payload import GateDescriptor
 
 # On CPU small batches are fastest (measured on MedQA prompts: 63 items/s at 1024 padded tokens per
 # pass, 45 at 8192, 21 at 32768: the attention intermediates outgrow the caches); a GPU wants big ones.
@@ -85,18 +86,31 @@ def resolve_device(requested: str, backend: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def worker_threads() -> int:
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-    return max(1, (os.cpu_count() or 1) // workers)
+@dataclass(frozen=True)
+class WorkerPlace:
+    """Which worker this process is, of how many (xdist's `config.workerinput`; 0 of 1 without xdist)."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def from_workerinput(cls, workerinput: Mapping[str, Any] | None) -> WorkerPlace:
+        if not workerinput:
+            return cls()
+        worker = str(workerinput.get("workerid", "gw0"))
+        index = int(worker[2:]) if worker[2:].isdigit() else 0
+        return cls(index, max(1, int(workerinput.get("workercount", 1) or 1)))
 
 
-def worker_device_id() -> int:
+def worker_threads(place: WorkerPlace) -> int:
+    return max(1, (os.cpu_count() or 1) // place.count)
+
+
+def worker_device_id(place: WorkerPlace) -> int:
     """Round-robin workers over the visible GPUs (gw0 -> 0, gw1 -> 1, ...)."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    index = int(worker[2:]) if worker[2:].isdigit() else 0
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     count = len([d for d in visible.split(",") if d.strip()]) if visible else _gpu_count()
-    return index % count if count else 0
+    return place.index % count if count else 0
 
 
 def _gpu_count() -> int:
@@ -115,7 +129,7 @@ def _gpu_count() -> int:
         return 1
 
 
-def predictor_settings(options: RunOptions) -> PredictorSettings:
+def predictor_settings(options: RunOptions, place: WorkerPlace = WorkerPlace()) -> PredictorSettings:
     device = resolve_device(options.device, options.backend)
     budget = options.token_budget or (CUDA_TOKEN_BUDGET if device == "cuda" else CPU_TOKEN_BUDGET)
     # An explicit --token-budget is a fixed size; the default grows on a GPU.
@@ -123,9 +137,9 @@ def predictor_settings(options: RunOptions) -> PredictorSettings:
     backend = BackendSettings(
         name=options.backend,
         device=device,
-        device_id=worker_device_id() if device == "cuda" else 0,
+        device_id=worker_device_id(place) if device == "cuda" else 0,
         dtype="fp16" if device == "cuda" else "fp32",
-        threads=worker_threads(),
+        threads=worker_threads(place),
         token_budget=budget,
         max_token_budget=ceiling,
         gpu_mem_limit=options.gpu_mem_limit,
@@ -142,9 +156,10 @@ def predictor_settings(options: RunOptions) -> PredictorSettings:
 
 
 class WorkerSide:
-    def __init__(self, options: RunOptions) -> None:
-        self.predictor = Predictor(predictor_settings(options))
+    def __init__(self, options: RunOptions, place: WorkerPlace = WorkerPlace()) -> None:
+        self.predictor = Predictor(predictor_settings(options, place))
         self.groups: dict[str, list[Case]] = {}
+        self.model_error: str | None = None  # once the model failed to load, every case would fail alike
         self._ready: dict[str, dict[str, Any]] = {}
         self._failed: dict[str, ServerError] = {}
 
@@ -155,12 +170,17 @@ class WorkerSide:
             self.groups.setdefault(case.group, []).append(case)
 
     def record_for(self, case: Case) -> dict[str, Any]:
+        if self.model_error is not None:
+            raise ModelLoadError(self.model_error)
         if case.group in self._failed:  # the group's one prediction failed: not retried per case
             raise self._failed[case.group]
         if case.case_id not in self._ready:
             group = self.groups.get(case.group) or [case]
             try:
                 records = self.predictor.predict(group)
+            except ModelLoadError as error:
+                self.model_error = str(error)
+                raise
             except ServerError as error:
                 self._failed[case.group] = error
                 raise
@@ -171,27 +191,30 @@ class WorkerSide:
 
 @dataclass
 class ControllerSide:
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # nodeid -> case record
+    """What came back from the cases, keyed by case id (node ids change with pytest's rootdir)."""
+
+    expected: list[str] = field(default_factory=list)  # case ids this run set out to answer, in order
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # case id -> case record
     gate_results: dict[str, dict[str, Any]] = field(default_factory=dict)  # nodeid -> gate verdict
-    reported: set[str] = field(default_factory=set)  # node ids with a call (or failed setup) report
-    gate_descriptors: dict[str, dict[str, Any]] = field(default_factory=dict)  # sent by xdist workers
+    gate_descriptors: dict[str, GateDescriptor] = field(default_factory=dict)  # sent by xdist workers
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)  # worker id -> its manifest
     crashed_workers: dict[str, str] = field(default_factory=dict)
+    model_errors: dict[str, str] = field(default_factory=dict)  # worker id -> why its model did not load
     _metrics: list[MetricValue] | None = None
 
-    def add_record(self, nodeid: str, record: dict[str, Any]) -> None:
-        self.records[nodeid] = record
+    def add_record(self, record: dict[str, Any]) -> None:
+        self.records[record["case_id"]] = record
         self._metrics = None
 
-    def ordered_records(self, case_nodeids: Sequence[str]) -> list[dict[str, Any]]:
+    def ordered_records(self) -> list[dict[str, Any]]:
         """Records in collection order (xdist delivers them in completion order)."""
-        ordered = [self.records[n] for n in case_nodeids if n in self.records]
-        listed = set(case_nodeids)
-        return ordered + [r for n, r in self.records.items() if n not in listed]
+        ordered = [self.records[c] for c in self.expected if c in self.records]
+        listed = set(self.expected)
+        return ordered + [r for c, r in self.records.items() if c not in listed]
 
-    def missing_cases(self, case_nodeids: Sequence[str]) -> list[str]:
-        """Collected cases without an outcome: never run (a worker died) or failed before predicting."""
-        return [n for n in case_nodeids if n not in self.records]
+    def missing_cases(self) -> list[str]:
+        """Expected cases without an outcome: never run (a worker died, the run was stopped) or failed."""
+        return [c for c in self.expected if c not in self.records]
 
     def metrics(self) -> list[MetricValue]:
         if self._metrics is None:

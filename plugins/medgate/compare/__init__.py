@@ -8,6 +8,7 @@ from medgate.compare.regression import (
     RegressionVerdict,
     evaluate_regression,
     evaluate_rules,
+    gating_nothing,
     parse_regression_rule,
     regression_cells,
 )
@@ -15,6 +16,6 @@ from medgate.compare.reports import ReportError, load_report, resolve_report, sa
 
 __all__ = [
     "CompareSettings", "RegressionCell", "RegressionRule", "RegressionRuleError", "RegressionVerdict", "ReportError",
-    "compare_reports", "evaluate_regression", "evaluate_rules", "load_report", "parse_regression_rule",
+    "compare_reports", "evaluate_regression", "evaluate_rules", "gating_nothing", "load_report", "parse_regression_rule",
     "regression_cells", "resolve_report", "run_header", "save_baseline",
 ]

@@ -6,7 +6,6 @@ passed), 1 a regression gate failed, 2 bad usage or an unreadable report."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from medgate.compare.comparison import CORRECT_TO_WRONG, WRONG_TO_CORRECT, Compa
 from medgate.compare.regression import evaluate_rules
 from medgate.compare.reports import ReportError, load_report
 from medgate.options import POSITIVE, REGRESSION
-from medgate.report.document import write_text_atomic
+from medgate.report.document import json_text, write_text_atomic
 from medgate.report.html import render_html
 from medgate.report.markdown import render_comparison_markdown
 
@@ -47,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _render(fmt: str, comparison: dict[str, Any], regressions: list[dict[str, Any]], baseline: dict[str, Any],
             current: dict[str, Any]) -> str:
     if fmt == "json":
-        return json.dumps(comparison, ensure_ascii=False, separators=(",", ":")) + "\n"
+        return json_text(comparison) + "\n"
     if fmt == "md":
         return render_comparison_markdown(comparison, regressions) + "\n"
     gates = [g for g in current.get("gates", []) if g.get("kind") != "regression"] + regressions
@@ -83,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
           f"cells changed significantly, {len(comparison['incomparable'])} incomparable block(s)"
           + (f"; regression gates: {len(failed)} of {len(regressions)} failed" if args.rules else ""),
           file=sys.stderr)
+    for warning in comparison["warnings"]:
+        print(f"medgate diff: warning: {warning}", file=sys.stderr)
     for gate in failed:
         print(f"FAILED {gate['name']}: {gate['message']}", file=sys.stderr)
     return 1 if failed else 0

@@ -104,6 +104,19 @@ def _flips(pairs: Sequence[tuple[Record, Record]], blocked: Mapping[Combo, list[
     return flips
 
 
+def comparison_warnings(baseline: Mapping[str, Any], common: int) -> list[str]:
+    """What makes a comparison weaker than it looks: a baseline that did not finish, or no shared case."""
+    warnings = []
+    status = baseline.get("status")
+    if status in ("incomplete", "interrupted"):
+        missing = len(baseline.get("missing_cases") or [])
+        warnings.append(f"the baseline {baseline.get('run_id')} is {status} ({missing} case(s) without a result): "
+                        "what it never answered is not compared")
+    if not common:
+        warnings.append("the baseline shares no case with this run: nothing was compared")
+    return warnings
+
+
 def compare_reports(baseline: Mapping[str, Any], current: Mapping[str, Any],
                     settings: CompareSettings = CompareSettings()) -> dict[str, Any]:
     """The `comparison` section of a report (schema: fixtures/schemas/report.schema.json)."""
@@ -131,6 +144,7 @@ def compare_reports(baseline: Mapping[str, Any], current: Mapping[str, Any],
     flips = _flips(pairs, blocked)
     return {
         **headers(baseline, current),
+        "warnings": comparison_warnings(baseline, len(shared.common)),
         "method": {
             "test": "exact McNemar (two-sided binomial on discordant pairs)",
             "correction": "holm", "alpha": settings.alpha, "cells_tested": len(tested),

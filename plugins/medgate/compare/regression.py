@@ -30,6 +30,8 @@ REGRESSION_METRICS: dict[str, str] = {
     "prompt_agreement": "prompts",
     "crosslingual_agreement": "pairs",
 }
+NOTHING_COMPARED = "a regression gate with nothing to compare fails"
+NO_BLOCK = "-"  # the dataset and mode of the gate that stands for a rule without any block
 _EXPRESSION = re.compile(r"\s*([a-z_]+)\s*:\s*([0-9]*\.?[0-9]+)\s*pp\s*")
 
 
@@ -90,6 +92,8 @@ class RegressionCell:
 
     @property
     def gate_id(self) -> str:
+        if self.dataset == NO_BLOCK:
+            return self.rule.expression
         parts = [self.rule.expression, self.dataset]
         if self.perturbation not in (ORIGINAL, ALL) or REGRESSION_METRICS[self.metric] == "prompts":
             parts.append(self.perturbation)
@@ -193,6 +197,10 @@ def evaluate_regression(cell: RegressionCell, comparison: Mapping[str, Any]) -> 
     if not compared:
         blocked = sorted({reason for c in mine if not c["comparable"] for reason in c["reasons"]})
         why = f"incomparable with the baseline: {'; '.join(blocked)}" if blocked else "not in the baseline"
+        if not any(_compared(c) for c in comparison["cells"] if c["metric"] == cell.metric):
+            # A rule that compared nothing anywhere must not pass: the baseline shares no case with
+            # the run (or none that may be compared), so nothing could have been caught.
+            return RegressionVerdict(cell, False, None, (), f"{cell.metric} {where}: {why}; {NOTHING_COMPARED}")
         return RegressionVerdict(cell, None, None, (), f"{cell.metric} {where}: {why}")
     regressed = tuple(sorted((c for c in compared if is_regression(c, cell.margin)), key=lambda c: c["delta"]))
     aggregate = next((c for c in compared if c["prompt"] == ALL), None)
@@ -209,8 +217,27 @@ def evaluate_regression(cell: RegressionCell, comparison: Mapping[str, Any]) -> 
     return RegressionVerdict(cell, not regressed, headline, regressed, message)
 
 
+def _compared(cell: Mapping[str, Any]) -> bool:
+    return bool(cell["comparable"]) and cell.get("delta") is not None
+
+
+def gating_nothing(rule: RegressionRule, why: str) -> RegressionVerdict:
+    """The failed verdict of a rule that has no block to gate at all (it would otherwise pass silently)."""
+    cell = RegressionCell(rule.metric, rule.margin, NO_BLOCK, ALL, NO_BLOCK)
+    return RegressionVerdict(cell, False, None, (), f"--fail-on-regression {rule.expression}: {why}; "
+                                                    f"{NOTHING_COMPARED}")
+
+
 def evaluate_rules(rules: Iterable[RegressionRule], comparison: Mapping[str, Any]) -> list[RegressionVerdict]:
     """Gate every block the comparison holds (`medgate diff`, where there is no run plan)."""
     combos = {(c["dataset"], c["perturbation"], c["prompt"], c["mode"]) for c in comparison["cells"]
               if c["metric"] == "accuracy" and "|" not in c["dataset"] and c["prompt"] != ALL}
-    return [evaluate_regression(cell, comparison) for cell in regression_cells(rules, combos)]
+    verdicts = []
+    for rule in rules:
+        cells = regression_cells([rule], combos)
+        if not cells:
+            why = ("the reports share no case" if not comparison["cases"]["common"]
+                   else f"the compared cases have no {rule.metric} cell")
+            verdicts.append(gating_nothing(rule, why))
+        verdicts += [evaluate_regression(cell, comparison) for cell in cells]
+    return verdicts

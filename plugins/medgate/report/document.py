@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -42,7 +44,8 @@ def report_status(exit_status: int, missing_cases: int) -> str:
 
 def build_report(*, run_id: str, status: str, manifest: dict[str, Any], cases: Sequence[dict[str, Any]],
                  missing_cases: Sequence[str], metrics: Sequence[MetricValue], gates: Sequence[dict[str, Any]],
-                 comparison: dict[str, Any] | None = None) -> dict[str, Any]:
+                 comparison: dict[str, Any] | None = None, warnings: Sequence[str] = (),
+                 errors: Sequence[str] = ()) -> dict[str, Any]:
     failed = [g for g in gates if g["passed"] is False]
     document: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -62,15 +65,56 @@ def build_report(*, run_id: str, status: str, manifest: dict[str, Any], cases: S
         "missing_cases": list(missing_cases),
         "cases": list(cases),
     }
+    if warnings:
+        document["warnings"] = list(warnings)
+    if errors:
+        document["errors"] = list(errors)
     if comparison is not None:
         document["comparison"] = comparison
     return document
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinities as null: strict JSON readers (JSON.parse, jq) refuse the bare tokens."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def json_text(document: Any) -> str:
+    """Strict, compact JSON in one string; a non-finite number (flagged elsewhere, e.g. `non_finite`) is null."""
+    try:
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # rare: only then pay for a walk over the whole document
+        return json.dumps(_finite(document), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+class ReportPathError(OSError):
+    pass
+
+
+def check_writable_target(path: Path) -> None:
+    """Refuse a target that exists and is not a regular file: renaming over /dev/null or /dev/full (as
+    root) would replace the device node, and a folder or a FIFO cannot hold a report."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return  # a new file; if its folder cannot be made, writing says so
+    except OSError as error:
+        raise ReportPathError(f"{path}: cannot check the target: {error.strerror or error}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a device or other special file"
+        raise ReportPathError(f"{path} exists and is {kind}, not a regular file; give a file path")
+
+
 def write_json_atomic(document: dict[str, Any], path: Path) -> None:
     """Write to a temporary file beside `path` and rename: readers never see half a report."""
     # One write: json.dump would issue a write per token (100k+ calls for a large report).
-    text = json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n"
+    text = json_text(document) + "\n"
     _write_atomic(path, lambda handle: handle.write(text))
 
 
@@ -79,6 +123,7 @@ def write_text_atomic(text: str, path: Path) -> None:
 
 
 def _write_atomic(path: Path, write: Callable[[TextIO], object]) -> None:
+    check_writable_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -89,3 +134,13 @@ def _write_atomic(path: Path, write: Callable[[TextIO], object]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    _note_written(path)
+
+
+def _note_written(path: Path) -> None:
+    """With $MEDGATE_WRITTEN_LOG set (medgate's own tests set it), list each file written there, so
+    that every report a test makes, in whichever process, can be checked afterwards."""
+    log = os.environ.get("MEDGATE_WRITTEN_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"{path.resolve()}\n")

@@ -9,12 +9,12 @@ script only ever sets `textContent`, never HTML.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
 from medgate.compare.comparison import CORRECT_TO_WRONG, WRONG_TO_CORRECT
+from medgate.report.document import json_text
 from medgate.report.summary import (
     Document,
     accuracy_grid,
@@ -125,7 +125,7 @@ SCRIPT = """
 
 
 def _json_for_script(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = json_text(value)  # strict: the page's JSON.parse refuses NaN
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 

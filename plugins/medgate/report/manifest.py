@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 import time
 from typing import Any
 
@@ -18,8 +19,10 @@ def model_slug(model_alias: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", model_alias.rstrip("/").split("/")[-1]).strip("-") or "model"
 
 
-def run_id_for(started_at: dt.datetime, model_alias: str) -> str:
-    return f"{started_at:%Y%m%d-%H%M%S}-{model_slug(model_alias)}"
+def new_run_id(started_at: dt.datetime, model_alias: str) -> str:
+    """`20261203-113329-3fa94c-tiny`: the random part keeps two runs started in the same second (on
+    one machine or on two writing to one folder) from sharing a report path."""
+    return f"{started_at:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}-{model_slug(model_alias)}"
 
 
 def _worker_summary(workers: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -69,7 +72,7 @@ def truncation_by_dataset(records: Any) -> dict[str, dict[str, int]]:
     return counts
 
 
-def build_manifest(state: Any, config: Any, controller: Any, started_at: dt.datetime,
+def build_manifest(state: Any, config: Any, controller: Any, run_id: str, started_at: dt.datetime,
                    started: float) -> dict[str, Any]:
     options = state.options
     workers = controller.workers
@@ -89,7 +92,7 @@ def build_manifest(state: Any, config: Any, controller: Any, started_at: dt.date
     finished_at = dt.datetime.now(dt.timezone.utc)
     stats = [m.get("stats", {}) for m in workers.values()]
     return {
-        "run_id": run_id_for(started_at, options.model.alias),
+        "run_id": run_id,
         "medgate_version": __version__,
         "model": {
             "alias": options.model.alias,

@@ -91,6 +91,8 @@ def headline(document: Document) -> list[tuple[str, str]]:
     ]
     if summary.get("missing_cases"):
         lines.append(("Missing", f"{summary['missing_cases']} case(s) without a result: the run is incomplete"))
+    lines += [("Error", str(error)) for error in document.get("errors", [])]
+    lines += [("Warning", str(warning)) for warning in document.get("warnings", [])]
     return lines
 
 

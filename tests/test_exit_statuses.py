@@ -1,0 +1,122 @@
+"""README's exit-status table, case by case, on whole sessions; report paths that are not files;
+non-finite scores in strict JSON."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from medgate.report.document import ReportPathError, json_text, write_json_atomic
+from session_reports import report_of, strict_json
+
+pytestmark = pytest.mark.slow
+NO_CACHE = ("--no-prediction-cache", "-p", "no:cacheprovider")
+GOOD_ITEM = ('{"id": "a", "dataset": "mine", "language": "en", "question": "q?", "options": '
+             '[{"label": "A", "text": "x"}, {"label": "B", "text": "y"}, {"label": "C", "text": "z"}], "answer": "A"}')
+
+
+def test_bad_item_data_under_xdist_exits_2_as_serially(suite, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(GOOD_ITEM + "\n" + GOOD_ITEM.replace('"answer": "A"', '"answer": "Q"').replace('"a"', '"b"') + "\n")
+    for workers in ((), ("-n", "2")):
+        result = suite.runpytest_subprocess(f"--dataset={bad}", *workers, "-p", "no:cacheprovider")
+        assert result.ret == pytest.ExitCode.INTERRUPTED, (workers, result.stdout.str())
+        assert f"{bad}:2: answer: 'Q' is not one of the option labels" in result.stdout.str()
+
+
+def test_a_malformed_thresholds_file_is_a_usage_error_naming_file_and_line(suite, tmp_path):
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[accuracy]\nmin = 0.5\n[stability\nmin = 0.5\n")
+    result = suite.runpytest_subprocess(f"--thresholds={broken}", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.stderr.fnmatch_lines([f"*{broken}: not valid TOML: *(at line 3, column *)*"])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1.5", '"high"'])
+def test_a_threshold_that_is_no_share_is_refused(suite, tmp_path, value):
+    thresholds = tmp_path / "t.toml"
+    thresholds.write_text(f"[accuracy]\nmin = {value}\n")
+    result = suite.runpytest_subprocess(f"--thresholds={thresholds}", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{thresholds}: [[]accuracy[]] min = *: a threshold must be a number in [[]0, 1[]]*"])
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")])
+def test_failing_gates_with_an_unwritable_report_exit_3(suite, untrained_checkpoint, workers):
+    (suite.path / "not-a-folder").write_text("a file where the report's folder should be\n")
+    result = suite.runpytest_subprocess(f"--model={untrained_checkpoint}", "--threshold", "accuracy=0.9",
+                                        "--report=not-a-folder/report.json", *workers, *NO_CACHE)
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    result.stdout.fnmatch_lines(["*could not write the report to not-a-folder/report.json*"])
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")])
+def test_a_model_that_cannot_be_loaded_is_one_clear_error(suite, tmp_path, workers):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama", ')  # cut off
+    result = suite.runpytest_subprocess(f"--model={broken}", "--report=report.json", *workers, *NO_CACHE)
+    output = result.stdout.str()
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR, output
+    assert "Traceback" not in output and "INTERNALERROR" not in output and "During handling" not in output
+    failures = [line for line in result.stdout.lines if line.startswith(("FAILED", "ERROR"))]
+    assert 1 <= len(failures) <= (2 if workers else 1)  # one per worker at most, not one per case
+    assert all("medgate: " in line for line in failures)  # pytest shortens the line; the message is below
+    document = report_of(suite)
+    assert document["status"] == "incomplete" and len(document["missing_cases"]) >= 94
+    assert document["errors"] and document["errors"][0].startswith("the model could not be loaded, so no case ran")
+    result.stdout.fnmatch_lines([f"medgate: the model could not be loaded: model '{broken}': loading the tokenizer "
+                                 "failed: TokenizerError: * has no tokenizer.json*",
+                                 "*the model could not be loaded, so no case ran: model *"])
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and not os.access("/dev", os.W_OK),
+                    reason="only where /dev is writable (as root) could a rename replace the device node")
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/full"])
+def test_a_report_path_that_is_a_device_is_refused_and_left_alone(suite, device):
+    before = os.stat(device)
+    result = suite.runpytest_subprocess(f"--report={device}", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--report {device} exists and is a device or other special file*"])
+    after = os.stat(device)
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+    assert not Path(device + ".md").exists() and not Path(device + ".html").exists()
+
+
+def test_the_writer_refuses_a_fifo_a_folder_and_a_link_to_a_device(tmp_path):
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    link = tmp_path / "null.json"
+    link.symlink_to("/dev/null")
+    for target in (fifo, tmp_path, link):
+        with pytest.raises(ReportPathError, match="not a regular file"):
+            write_json_atomic({"x": 1}, target)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and link.is_symlink()
+
+
+def test_non_finite_numbers_are_written_as_null():
+    text = json_text({"scores": {"A": math.nan, "B": -math.inf, "C": -1.5}, "n": [math.inf]})
+    assert strict_json(text) == {"scores": {"A": None, "B": None, "C": -1.5}, "n": [None]}
+
+
+def test_a_model_giving_nan_scores_writes_strict_json_with_the_flag(suite, tiny_checkpoint, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    nan_model = tmp_path / "nan-model"
+    shutil.copytree(tiny_checkpoint, nan_model)
+    weights = load_file(nan_model / "model.safetensors")
+    weights["model.norm.weight"][:] = math.nan  # every logit NaN
+    save_file(weights, nan_model / "model.safetensors", metadata={"format": "pt"})
+    result = suite.runpytest_subprocess(f"--model={nan_model}", "--report=report.json", "-k", "sample-en and 000",
+                                        *NO_CACHE)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the cases fail: scores contain NaN
+    text = (suite.path / "report.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    cases = report_of(suite)["cases"]  # strict parse + schema
+    assert len(cases) == 9 and all(c["non_finite"] and set(c["scores"].values()) == {None} for c in cases)
