@@ -2,20 +2,59 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+import vllm_server
 from medgate.paths import cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+VLLM_SERVERS = "MEDGATE_TEST_VLLM_SERVERS"  # JSON: name -> url, pid, log of servers this session started
+VLLM_TESTS = ROOT / "tests" / "test_openai_vllm.py"
+_started: list[vllm_server.VllmServer] = []
 
 # pytester points HOME at each test's temporary folder, so sessions it starts would look for
 # ~/.cache/medgate there and train the tiny model again (35 s each). Pin the real cache for them.
 os.environ.setdefault("MEDGATE_CACHE_DIR", str(cache_dir()))
-SHARED_RAW = ROOT.parent / "shared" / "datasets" / "raw"
+SHARED_RAW = Path(os.environ.get("MEDGATE_SHARED_DIR", ROOT.parent / "shared")) / "datasets" / "raw"
+
+
+def _selects_vllm_tests(config: pytest.Config) -> bool:
+    for argument in config.args:
+        path = Path(argument.split("::")[0]).resolve()
+        if path == VLLM_TESTS or (path.is_dir() and VLLM_TESTS.is_relative_to(path)):
+            return True
+    return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the vLLM servers (1-2 min each on two cores) at once, in the background, so that they
+    boot while the other tests run. Only the controller starts them (xdist workers inherit the
+    environment variable that says where they are); the controller stops them at the end."""
+    if hasattr(config, "workerinput") or VLLM_SERVERS in os.environ or vllm_server.missing_parts():
+        return
+    if config.option.collectonly or not _selects_vllm_tests(config):
+        return
+    python, model = os.environ[vllm_server.VLLM_PYTHON], os.environ[vllm_server.SMOLLM2]
+    logs = ROOT / "build" / "vllm-logs"
+    # "shared" serves every test but one; "stoppable" is stopped mid-run by that one.
+    servers = {"shared": vllm_server.VllmServer(python, model, logs / "shared.log", kv_cache_gib=2),
+               "stoppable": vllm_server.VllmServer(python, model, logs / "stoppable.log", kv_cache_gib=1)}
+    for server in servers.values():
+        server.start()
+        _started.append(server)
+    os.environ[VLLM_SERVERS] = json.dumps({name: server.describe() for name, server in servers.items()})
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _started:
+        _started.pop().stop()
+    if not hasattr(config, "workerinput"):
+        os.environ.pop(VLLM_SERVERS, None)
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +85,28 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
         shutil.copy(source, pytester.path / source.name)
     pytester.makeini("[pytest]\n")  # rootdir = this folder (reports/ goes here)
     return pytester
+
+
+def started_vllm_server(name: str) -> dict[str, object]:
+    """The description of a server this session started, once it answers (skips where none can run)."""
+    reason = vllm_server.missing_parts()
+    if reason is not None:
+        pytest.skip(f"no real vLLM server: {reason}")
+    described = json.loads(os.environ.get(VLLM_SERVERS, "{}")).get(name)
+    if described is None:
+        pytest.skip("the vLLM servers start only when the session selects tests/test_openai_vllm.py")
+    vllm_server.wait_ready(described)
+    return described
+
+
+@pytest.fixture(scope="session")
+def vllm() -> dict[str, object]:
+    return started_vllm_server("shared")
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    return Path(os.environ[vllm_server.SMOLLM2])
 
 
 @pytest.fixture(autouse=True)

@@ -114,8 +114,9 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if state is None:
         return None
     o = state.options
+    where = f"server {o.server.base_url}" if o.server is not None else f"device {o.device}"
     lines = [
-        f"medgate: model {o.model.alias} ({o.model.kind}), backend {o.backend}, device {o.device}; "
+        f"medgate: model {o.model.alias} ({o.model.kind}), backend {o.backend}, {where}; "
         f"datasets {', '.join(o.datasets)}; perturbations {', '.join(o.perturbations)}; "
         f"prompts {', '.join(o.prompts)}"
     ]

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from medgate.backends import cuda_refusal
-from medgate.bench.contenders import CONTENDERS, Run, run_lm_eval, run_medgate, run_transformers
+from medgate.bench.contenders import (
+    CONTENDERS,
+    SERVER_CONTENDERS,
+    Run,
+    Server,
+    run_lm_eval,
+    run_medgate,
+    run_transformers,
+)
 from medgate.bench.workload import prepare
 from medgate.datasets import default_data_dir
 from medgate.models import ModelError, materialize, resolve_model
@@ -36,7 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", help="where upstream dataset files live")
     parser.add_argument("--prompt", default="p0", help="log-likelihood prompt template (default p0)")
-    parser.add_argument("--contenders", default=",".join(CONTENDERS), help=f"subset of {','.join(CONTENDERS)}")
+    parser.add_argument("--contenders", help=f"subset of {','.join(CONTENDERS)} (default: all), or with --backend "
+                                             f"openai of {','.join(SERVER_CONTENDERS)}")
+    parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "openai"),
+                        help="openai: every contender asks the server at --base-url (medgate's client against "
+                             "lm-eval's local-completions)")
+    parser.add_argument("--base-url", help="--backend openai: the server's /v1 endpoint")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="--backend openai: requests in flight, for medgate and lm-eval alike (default 16)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--workers", type=int, default=1, help="medgate's pytest-xdist workers (default 1)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for the transformers loop (0: default)")
@@ -81,11 +96,25 @@ def peak_flops(gpu: str | None) -> float | None:
     return None
 
 
+def _server(args: argparse.Namespace, checkpoint: Path) -> Server:
+    """The server's model id for `checkpoint`, checked as a medgate run checks it."""
+    from medgate.backends.openai import ServerSettings, check_base_url, connect
+    from medgate.tokenization import TextTokenizer
+
+    settings = ServerSettings(base_url=check_base_url(args.base_url), model_names=(args.model,))
+    served = connect(settings, checkpoint, TextTokenizer(checkpoint))[2]
+    return Server(settings.base_url, served.model_id, args.concurrency)
+
+
 def run(args: argparse.Namespace) -> int:
-    contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
-    unknown = set(contenders) - set(CONTENDERS)
+    allowed = SERVER_CONTENDERS if args.backend == "openai" else CONTENDERS
+    contenders = [c.strip() for c in (args.contenders or ",".join(allowed)).split(",") if c.strip()]
+    unknown = set(contenders) - set(allowed)
     if unknown or "medgate" not in contenders:
-        print(f"medgate bench: --contenders must include medgate and come from {', '.join(CONTENDERS)}", file=sys.stderr)
+        print(f"medgate bench: --contenders must include medgate and come from {', '.join(allowed)}", file=sys.stderr)
+        return 2
+    if (args.backend == "openai") != bool(args.base_url):
+        print("medgate bench: --backend openai and --base-url go together", file=sys.stderr)
         return 2
     # medgate runs on ONNX Runtime; the other contenders (and the one-time export) on torch: both need CUDA.
     if args.device == "cuda" and (refusal := cuda_refusal(("onnxruntime", "torch"))):
@@ -96,18 +125,26 @@ def run(args: argparse.Namespace) -> int:
     except ModelError as error:
         print(f"medgate bench: {error}", file=sys.stderr)
         return 2
+    server = None
+    if args.backend == "openai":
+        try:
+            server = _server(args, checkpoint)
+        except (ValueError, RuntimeError) as error:
+            print(f"medgate bench: {error}", file=sys.stderr)
+            return 2
     folder = args.keep or Path(tempfile.mkdtemp(prefix="medgate-bench-"))
     workload = prepare(args.dataset, default_data_dir(args.data_dir), args.limit, args.seed, args.prompt,
                        checkpoint, folder)
     n = len(workload.items)
 
     def measure(name: str) -> Run:
-        if name == "medgate":
-            return run_medgate(workload, checkpoint, args.prompt, folder, args.workers, args.device)
+        if name in ("medgate", "medgate_echo"):
+            return run_medgate(workload, checkpoint, args.prompt, folder, args.workers, args.device, server,
+                               "echo" if name == "medgate_echo" else "auto")
         if name == "transformers":
             return run_transformers(workload, checkpoint, folder, args.device, args.threads)
-        batch_size = args.lm_eval_batch_size or ("auto" if args.device == "cuda" else "4")
-        return run_lm_eval(workload, checkpoint, folder, args.device, batch_size)
+        batch_size = args.lm_eval_batch_size or ("auto" if args.device == "cuda" and server is None else "4")
+        return run_lm_eval(workload, checkpoint, folder, args.device, batch_size, server)
 
     runs: dict[str, Run] = {}
     for name in contenders:
@@ -139,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
     document = {
         "model": args.model, "checkpoint": str(checkpoint), "parameters": parameters, "dataset": args.dataset,
         "items": n, "prompt": args.prompt, "prompt_tokens": workload.prompt_tokens, "device": args.device,
+        "server": {"base_url": server.base_url, "model_id": server.model_id, "concurrency": server.concurrency}
+        if server else None,
         "gpu": gpu, "host": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
         "contenders": results,
         "ratios": {name: round(results["medgate"]["cases_per_s"] / results[name]["cases_per_s"], 2)

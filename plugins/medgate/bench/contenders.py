@@ -15,6 +15,16 @@ from medgate.bench.workload import Workload
 from medgate.paths import fixtures_dir
 
 CONTENDERS = ("medgate", "transformers", "lm_eval")
+# --backend openai: medgate's client (logprob_token_ids, and the echo protocol) against lm-eval's
+# local-completions, all on the same server.
+SERVER_CONTENDERS = ("medgate", "medgate_echo", "lm_eval")
+
+
+@dataclass(frozen=True)
+class Server:
+    base_url: str  # http://host:port/v1
+    model_id: str
+    concurrency: int
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
 
@@ -45,24 +55,34 @@ def _timed(command: list[str], cwd: Path, log: Path, environment: dict[str, str]
     return wall
 
 
-def run_medgate(workload: Workload, checkpoint: Path, prompt: str, folder: Path, workers: int, device: str) -> Run:
-    report = folder / "medgate-report.json"
+def run_medgate(workload: Workload, checkpoint: Path, prompt: str, folder: Path, workers: int, device: str,
+                server: Server | None = None, scoring: str = "auto") -> Run:
+    name = "medgate" if scoring == "auto" else f"medgate_{scoring}"
+    report = folder / f"{name}-report.json"
     suites = fixtures_dir().parent / "suites" / "test_mcqa.py"
     # Only medgate's own pytest plugins, as where medgate is installed without the benchmark's
     # tools: in this environment lm-eval brings anyio's pytest plugin and the dev extra hypothesis's.
     command = [sys.executable, "-m", "pytest", str(suites), f"--model={checkpoint}",
                f"--dataset={workload.items_file}", "--prompts", prompt, f"--report={report}",
-               f"--device={device}", "--no-prediction-cache", "-q", "-p", "no:cacheprovider", "-p", "medgate.pytest_plugin",
+               "--no-prediction-cache", "-q", "-p", "no:cacheprovider", "-p", "medgate.pytest_plugin",
                "-p", "xdist.plugin"]
+    if server is None:
+        command.append(f"--device={device}")
+    else:
+        command += ["--backend", "openai", "--base-url", server.base_url, "--concurrency", str(server.concurrency),
+                    "--scoring", scoring]
     if workers > 1:
         command += ["-n", str(workers)]
-    wall = _timed(command, fixtures_dir().parent, folder / "medgate.log", {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    wall = _timed(command, fixtures_dir().parent, folder / f"{name}.log", {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
     document = json.loads(report.read_text())
     by_item = {case["item_id"]: case["predicted_label"] for case in document["cases"]}
     timing = document["manifest"]["timing"]
-    return Run("medgate", wall, timing["predict_seconds"], [by_item.get(item.id) for item in workload.items],
-               {"model_seconds": timing["model_seconds"], "workers": workers,
-                "execution_provider": document["manifest"]["execution_provider"]})
+    details: dict[str, Any] = {"model_seconds": timing["model_seconds"], "workers": workers,
+                               "execution_provider": document["manifest"]["execution_provider"]}
+    if server is not None:
+        details["scoring_methods"] = document["manifest"]["server"]["scoring_methods"]
+        details["concurrency"] = server.concurrency
+    return Run(name, wall, timing["predict_seconds"], [by_item.get(item.id) for item in workload.items], details)
 
 
 def run_transformers(workload: Workload, checkpoint: Path, folder: Path, device: str, threads: int) -> Run:
@@ -101,16 +121,26 @@ def write_lm_eval_task(workload: Workload, folder: Path) -> Path:
     return tasks
 
 
-def run_lm_eval(workload: Workload, checkpoint: Path, folder: Path, device: str, batch_size: str) -> Run:
+def run_lm_eval(workload: Workload, checkpoint: Path, folder: Path, device: str, batch_size: str,
+                server: Server | None = None) -> Run:
     tasks = write_lm_eval_task(workload, folder)
     output = folder / "lm_eval_out"
     timing = folder / "lm_eval_timing.json"
     dtype = "float16" if device == "cuda" else "float32"
-    command = [sys.executable, "-m", "medgate.bench.lm_eval_timed", str(timing), "--",
-               "--model", "hf", "--model_args",
-               f"pretrained={checkpoint},dtype={dtype},add_bos_token=True,max_length={workload.max_context},"
-               "trust_remote_code=False",
-               "--tasks", "medgate_bench", "--include_path", str(tasks), "--device", device,
+    if server is None:
+        model = ["--model", "hf", "--model_args",
+                 f"pretrained={checkpoint},dtype={dtype},add_bos_token=True,max_length={workload.max_context},"
+                 "trust_remote_code=False",
+                 "--device", device]
+    else:
+        # Its echo protocol over token ids encoded with the same checkpoint's tokenizer; batch_size is
+        # prompts per request, num_concurrent the requests in flight (as medgate's --concurrency).
+        model = ["--model", "local-completions", "--model_args",
+                 f"model={server.model_id},base_url={server.base_url}/completions,tokenizer_backend=huggingface,"
+                 f"tokenizer={checkpoint},tokenized_requests=True,num_concurrent={server.concurrency},"
+                 f"max_retries=3,max_length={workload.max_context}"]
+    command = [sys.executable, "-m", "medgate.bench.lm_eval_timed", str(timing), "--", *model,
+               "--tasks", "medgate_bench", "--include_path", str(tasks),
                "--batch_size", batch_size, "--output_path", str(output), "--log_samples"]
     wall = _timed(command, folder, folder / "lm_eval.log")
     samples = sorted(output.rglob("samples_medgate_bench_*.jsonl"))
