@@ -1,7 +1,10 @@
 """Cases: item x perturbation x prompt (x mode), their readable ids and their batch groups.
 
 A group is the unit of batched prediction and of xdist scheduling: every case of a group runs on
-the same worker, and the first one to run triggers one batched model call for all of them.
+the same worker, and the first one to run triggers one batched model call for all of them. A group
+holds whole items under one prompt, every perturbation of each (so that the variants of an item,
+which share most of their tokens, meet in one call: see backends/prefix_tree.py), and at most
+`group_size` cases; an item with more variants than that is split.
 """
 
 from __future__ import annotations
@@ -39,18 +42,38 @@ def _chunks(count: int, size: int) -> list[range]:
 
 def expand_cases(datasets: Sequence[LoadedDataset], perturbations: Sequence[str], prompts: Sequence[str],
                  seed: int, group_size: int) -> list[Case]:
+    """Cases in perturbation, prompt, item order; grouped by prompt and item (see the module's docstring)."""
     library = prompt_library()
     cases: list[Case] = []
     for dataset in datasets:
-        for perturbation in perturbations:
-            presented = [(apply(perturbation, item, seed), item) for item in dataset.items]
-            for prompt in prompts:
-                by_language = library[prompt]
-                mode = next(iter(by_language.values())).mode
-                usable = [(shown, source) for shown, source in presented if shown.language in by_language]
-                for chunk_number, chunk in enumerate(_chunks(len(usable), group_size)):
-                    group = f"{dataset.name}:{perturbation}:{prompt}:{chunk_number}"
-                    for index in chunk:
-                        shown, source = usable[index]
-                        cases.append(Case(dataset.name, shown, source, perturbation, prompt, mode, group))
+        # presented[p][i]: item i under perturbation p, beside its source
+        presented = [[(apply(perturbation, item, seed), item) for item in dataset.items] for perturbation in perturbations]
+        for prompt in prompts:
+            by_language = library[prompt]
+            mode = next(iter(by_language.values())).mode
+            usable = [i for i, item in enumerate(dataset.items) if item.language in by_language]
+            group_of = _item_groups(dataset.name, prompt, usable, len(perturbations), group_size)
+            for p_index, perturbation in enumerate(perturbations):
+                for i in usable:
+                    shown, source = presented[p_index][i]
+                    if shown.language in by_language:
+                        cases.append(Case(dataset.name, shown, source, perturbation, prompt, mode,
+                                          group_of[(i, p_index)]))
     return cases
+
+
+def _item_groups(dataset: str, prompt: str, items: Sequence[int], variants: int,
+                 group_size: int) -> dict[tuple[int, int], str]:
+    """(item, perturbation index) -> group name: whole items per group while their variants fit."""
+    groups: dict[tuple[int, int], str] = {}
+    if variants <= group_size:
+        for number, chunk in enumerate(_chunks(len(items), max(1, group_size // variants))):
+            for position in chunk:
+                for variant in range(variants):
+                    groups[(items[position], variant)] = f"{dataset}:{prompt}:{number}"
+        return groups
+    for item in items:
+        for part, chunk in enumerate(_chunks(variants, group_size)):
+            for variant in chunk:
+                groups[(item, variant)] = f"{dataset}:{prompt}:{item}.{part}"
+    return groups

@@ -8,34 +8,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from medgate.backends.base import Backend, BackendInfo, BackendUnavailable
-
-if TYPE_CHECKING:
-    from medgate.backends.openai import ServerSettings
+from medgate.backends.settings import BackendSettings
 
 BACKENDS = ("onnxruntime", "torch", "openai")
 IN_PROCESS_BACKENDS = ("onnxruntime", "torch")
 
 __all__ = ["BACKENDS", "Backend", "BackendInfo", "BackendSettings", "BackendUnavailable", "create_backend",
            "cuda_available", "cuda_refusal", "cuda_unavailable_reason"]
-
-
-@dataclass(frozen=True)
-class BackendSettings:
-    name: str = "onnxruntime"
-    device: str = "cpu"  # "cpu" or "cuda" (already resolved from "auto")
-    device_id: int = 0
-    dtype: str = "fp32"
-    threads: int | None = None
-    token_budget: int = 8192  # the first batches' size; grows up to max_token_budget while fast
-    max_token_budget: int = 8192
-    gpu_mem_limit: int | None = None
-    max_context: int | None = None
-    server: ServerSettings | None = None  # --backend openai only
 
 
 def create_backend(settings: BackendSettings, checkpoint: Path, fingerprint: str, pad_id: int) -> Backend:
@@ -46,22 +28,16 @@ def create_backend(settings: BackendSettings, checkpoint: Path, fingerprint: str
         if settings.server is None:
             raise BackendUnavailable("--backend openai needs --base-url")
         return OpenAIBackend(settings.server, checkpoint, TextTokenizer(checkpoint), settings.max_context)
-    from medgate.backends.engine import BatchPolicy  # numpy: loaded only when a model runs
-
-    policy = BatchPolicy(token_budget=settings.token_budget,
-                         max_budget=max(settings.token_budget, settings.max_token_budget))
+    # numpy and the runtime are imported only when a model runs
     if settings.name == "onnxruntime":
         from medgate.backends.export import ensure_export
         from medgate.backends.ort import OrtBackend
 
-        onnx_dir = ensure_export(checkpoint, fingerprint, settings.device, settings.dtype)
-        return OrtBackend(onnx_dir, settings.device, settings.threads, settings.gpu_mem_limit,
-                          settings.device_id, pad_id, settings.max_context, policy)
+        return OrtBackend(settings, ensure_export(checkpoint, fingerprint, settings.device, settings.dtype), pad_id)
     if settings.name == "torch":
         from medgate.backends.torch_backend import TorchBackend
 
-        return TorchBackend(checkpoint, settings.device, settings.dtype, settings.threads, pad_id,
-                            settings.max_context, policy)
+        return TorchBackend(settings, checkpoint, pad_id)
     raise BackendUnavailable(f"unknown backend {settings.name!r}; choose one of {', '.join(BACKENDS)}")
 
 

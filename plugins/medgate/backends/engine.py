@@ -17,6 +17,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from medgate.backends.base import BackendInfo, GenerateRequest, GenerateResult, ScoreRequest, ScoreResult, StopRule
+from medgate.backends.settings import BackendSettings
+from medgate.backends.prefix_runner import PrefixRunner, Segment, TokenWork, left_aligned_states
+
+# Token accounting keys: log-likelihood scoring, and generation's prefill (decoding steps are not counted).
+WORK_MODES = ("loglik", "generate")
 
 
 class LogitsModel(Protocol):
@@ -31,6 +36,15 @@ class LogitsModel(Protocol):
 
     def step(self, state: Any, next_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Any]:
         """One decoding step: logits [B, V] for `next_ids` [B] with `mask` [B, T+1], new state."""
+
+    def extend(self, ids: np.ndarray, mask: np.ndarray, past: list[np.ndarray] | None,
+               index: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Run `ids` [B, S] after `past` (each layer's key then value, [B, heads, P, dim] on the host;
+        None for P = 0) under `mask` [B, P + S]: logits [B, K, V] at `index` [B, K] of the S new
+        positions, and the key/value states [B, heads, P + S, dim] on the host, in the same layout."""
+
+    def decoding_state(self, past: list[np.ndarray]) -> Any:
+        """A `step` state from host key/value arrays laid out as `extend` returns them."""
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -94,6 +108,11 @@ class BatchPolicy:
             self.token_budget *= 2
 
 
+def batch_policy(settings: BackendSettings) -> BatchPolicy:
+    return BatchPolicy(token_budget=settings.token_budget,
+                       max_budget=max(settings.token_budget, settings.max_token_budget))
+
+
 def _truncate(ids: Sequence[int], limit: int) -> tuple[list[int], int]:
     """Drop tokens from the left, as lm-evaluation-harness does."""
     if len(ids) <= limit:
@@ -102,13 +121,17 @@ def _truncate(ids: Sequence[int], limit: int) -> tuple[list[int], int]:
 
 
 class Engine:
-    def __init__(self, model: LogitsModel, policy: BatchPolicy | None = None) -> None:
+    def __init__(self, model: LogitsModel, policy: BatchPolicy | None = None, prefix_sharing: bool = True) -> None:
         self.model = model
         self.policy = policy or BatchPolicy()
+        self.prefix_sharing = prefix_sharing
+        self.work = {mode: TokenWork() for mode in WORK_MODES}
 
     # -- scoring --------------------------------------------------------------------------------
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        if self.prefix_sharing:
+            return self._score_shared(requests)
         results: list[ScoreResult | None] = [None] * len(requests)
         is_single = [all(len(c) == 1 for c in r.continuations) for r in requests]
         single = [i for i, flag in enumerate(is_single) if flag]
@@ -123,6 +146,7 @@ class Engine:
         limit = self.model.max_context
         prompts = [_truncate(r.prompt_ids, limit) for r in requests]
         lengths = [len(ids) for ids, _ in prompts]
+        self._count_unshared("loglik", lengths)
         def forward(batch: list[int]) -> np.ndarray:
             ids, mask = left_pad([prompts[i][0] for i in batch], self.model.pad_id)
             index = np.full((len(batch), 1), ids.shape[1] - 1, dtype=np.int64)
@@ -147,6 +171,7 @@ class Engine:
                 rows.append((whole[:-1], len(continuation), r_index, o_index))
         sums = [[0.0] * len(r.continuations) for r in requests]
         lengths = [len(row[0]) for row in rows]
+        self._count_unshared("loglik", lengths)
         def forward(batch: list[int]) -> np.ndarray:
             ids, mask = left_pad([rows[i][0] for i in batch], self.model.pad_id)
             width = ids.shape[1]
@@ -166,6 +191,65 @@ class Engine:
             values = tuple(sums[r_index])
             results[slots[r_index]] = ScoreResult(values, truncated[r_index], not np.all(np.isfinite(values)))
 
+    def _count_unshared(self, mode: str, lengths: Sequence[int]) -> None:
+        self.work[mode].presented += sum(lengths)
+        self.work[mode].computed += sum(lengths)
+
+    def _score_shared(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Every request's rows (a prompt; or prompt + continuation for multi-token ones) through their
+        shared prefixes: a single-token request reads all labels at its prompt's last position."""
+        rows: list[list[int]] = []
+        wanted: list[int] = []
+        owners: list[tuple[int, int | None]] = []  # (request, continuation; None: all of them at one position)
+        truncated = [0] * len(requests)
+        for r_index, request in enumerate(requests):
+            if all(len(c) == 1 for c in request.continuations):
+                ids, truncated[r_index] = _truncate(request.prompt_ids, self.model.max_context)
+                rows.append(ids)
+                wanted.append(1)
+                owners.append((r_index, None))
+                continue
+            for o_index, continuation in enumerate(request.continuations):
+                whole, dropped = _truncate(list(request.prompt_ids) + list(continuation), self.model.max_context + 1)
+                truncated[r_index] = max(truncated[r_index], dropped)
+                rows.append(whole[:-1])
+                wanted.append(len(continuation))
+                owners.append((r_index, o_index))
+        sums = [[0.0] * len(r.continuations) for r in requests]
+
+        def take(row: int, logprobs: np.ndarray) -> None:
+            r_index, o_index = owners[row]
+            continuations = requests[r_index].continuations
+            if o_index is None:
+                for k, continuation in enumerate(continuations):
+                    sums[r_index][k] = float(logprobs[0, continuation[0]])
+            else:
+                targets = continuations[o_index]
+                sums[r_index][o_index] = float(sum(logprobs[j, targets[j]] for j in range(len(targets))))
+
+        self._run_shared_rows(rows, wanted, take)
+        return [ScoreResult(tuple(values), dropped, not np.all(np.isfinite(values)))
+                for values, dropped in zip(sums, truncated)]
+
+    def _run_shared_rows(self, rows: Sequence[list[int]], wanted: Sequence[int],
+                         take: Callable[[int, np.ndarray], None]) -> None:
+        """Log-probabilities [wanted, V] at each row's last `wanted` positions, handed to `take` by row."""
+        work = self.work["loglik"]
+        work.presented += sum(len(row) for row in rows)
+        runner = PrefixRunner(self.model, self._map_batches)
+        for window in runner.windows(rows):
+            local = [rows[i] for i in window]
+            plan, states = runner.shared_states(local, [rows[i][:len(rows[i]) - wanted[i]] for i in window], work)
+            segments = []
+            for k, i in enumerate(window):
+                own = local[k][plan.row_start[k]:]
+                segments.append(Segment(plan.row_parent[k], own, tuple(range(len(own) - wanted[i], len(own)))))
+            work.computed += sum(len(s.tokens) for s in segments)
+            for batch, extended in runner.run_segments(segments, states):
+                logprobs = log_softmax(extended.logits)
+                for b, k in enumerate(batch):
+                    take(window[k], logprobs[b])
+
     # -- generation -------------------------------------------------------------------------------
 
     def generate(self, requests: Sequence[GenerateRequest], eos_ids: frozenset[int],
@@ -175,7 +259,10 @@ class Engine:
         for request in requests:
             limit = max(1, self.model.max_context - request.max_new_tokens)
             prompts.append(_truncate(request.prompt_ids, limit))
+        if self.prefix_sharing:
+            return self._generate_shared(requests, prompts, eos_ids, stop)
         lengths = [len(ids) for ids, _ in prompts]
+        self._count_unshared("generate", lengths)
         def decode(batch: list[int]) -> list[tuple[list[int], str]]:
             return self._greedy([prompts[i][0] for i in batch], [requests[i].max_new_tokens for i in batch],
                                 eos_ids, stop)
@@ -185,12 +272,46 @@ class Engine:
                 results[i] = GenerateResult(tuple(tokens), reason, prompts[i][1])
         return [result for result in results if result is not None]
 
+    def _generate_shared(self, requests: Sequence[GenerateRequest], prompts: Sequence[tuple[list[int], int]],
+                         eos_ids: frozenset[int], stop: StopRule) -> list[GenerateResult]:
+        """Prefill through the shared prefixes; each decoding batch starts from its rows' own segments."""
+        results: list[GenerateResult | None] = [None] * len(requests)
+        rows = [ids for ids, _ in prompts]
+        work = self.work["generate"]
+        work.presented += sum(len(row) for row in rows)
+        runner = PrefixRunner(self.model, self._map_batches)
+        for window in runner.windows(rows):
+            local = [rows[i] for i in window]
+            plan, states = runner.shared_states(local, [row[:-1] for row in local], work)
+            segments = []
+            for k, row in enumerate(local):
+                own = row[plan.row_start[k]:]
+                segments.append(Segment(plan.row_parent[k], own, (len(own) - 1,)))
+            work.computed += sum(len(s.tokens) for s in segments)
+
+            def decode(batch: list[int]) -> list[tuple[list[int], str]]:
+                extended = runner.extend([segments[k] for k in batch], states)
+                arrays, mask = left_aligned_states(extended.present, extended.mask)
+                return self._decode(extended.logits[:, 0, :], self.model.decoding_state(arrays), mask,
+                                    [requests[window[k]].max_new_tokens for k in batch], eos_ids, stop)
+
+            for batch, outputs in self._map_batches([len(row) for row in local], decode):
+                for (tokens, reason), k in zip(outputs, batch):
+                    results[window[k]] = GenerateResult(tuple(tokens), reason, prompts[window[k]][1])
+        return [result for result in results if result is not None]
+
     def _greedy(self, prompts: list[list[int]], budgets: list[int], eos_ids: frozenset[int],
                 stop: StopRule) -> list[tuple[list[int], str]]:
         ids, mask = left_pad(prompts, self.model.pad_id)
         logits, state = self.model.start(ids, mask)
-        generated: list[list[int]] = [[] for _ in prompts]
-        reasons: list[str | None] = [None] * len(prompts)
+        return self._decode(logits, state, mask, budgets, eos_ids, stop)
+
+    def _decode(self, logits: np.ndarray, state: Any, mask: np.ndarray, budgets: list[int], eos_ids: frozenset[int],
+                stop: StopRule) -> list[tuple[list[int], str]]:
+        """Greedy decoding from a prefill's last-position `logits` [B, V], its `state` and `mask` [B, T]."""
+        count = len(budgets)
+        generated: list[list[int]] = [[] for _ in range(count)]
+        reasons: list[str | None] = [None] * count
         for step in range(max(budgets)):
             next_ids = np.argmax(logits.astype(np.float32, copy=False), axis=-1)
             for row, token in enumerate(next_ids.tolist()):
@@ -208,7 +329,7 @@ class Engine:
                 break
             feed = np.array([self.model.pad_id if reasons[r] else t for r, t in enumerate(next_ids.tolist())],
                             dtype=np.int64)
-            mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=np.int64)], axis=1)
+            mask = np.concatenate([mask, np.ones((count, 1), dtype=np.int64)], axis=1)
             logits, state = self.model.step(state, feed, mask)
         return [(tokens, reason or "length") for tokens, reason in zip(generated, reasons)]
 
@@ -247,6 +368,11 @@ class EngineBackend:
 
     info: BackendInfo
     engine: Engine
+
+    @property
+    def work(self) -> dict[str, TokenWork]:
+        """Prompt tokens presented and computed so far, by mode (see prefix_runner.TokenWork)."""
+        return self.engine.work
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         return self.engine.score(requests)

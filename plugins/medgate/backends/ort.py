@@ -18,8 +18,9 @@ from medgate.backends.base import (
     BackendInfo,
     BackendUnavailable,
 )
-from medgate.backends.engine import BatchPolicy, Engine, EngineBackend, positions_from_mask
+from medgate.backends.engine import Engine, EngineBackend, batch_policy, positions_from_mask
 from medgate.backends.graph import LOGITS_INDEX
+from medgate.backends.settings import BackendSettings
 
 _NUMPY_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}
 
@@ -78,9 +79,14 @@ class OrtLogitsModel:
             shape = inputs[name].shape  # [batch, kv_heads, past, head_dim]
             self.past_shape[name] = (int(shape[1]), int(shape[3]))
             self.kv_dtype = _NUMPY_DTYPES.get(inputs[name].type, np.float32)
+        self.kv_bytes_per_token = sum(heads * width for heads, width in self.past_shape.values()) * \
+            np.dtype(self.kv_dtype).itemsize
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, index: np.ndarray,
-             past: Sequence[Any] | None, want_present: bool) -> tuple[np.ndarray, list[Any]]:
+             past: Sequence[Any] | None, want_present: bool, host_present: bool = False) -> tuple[np.ndarray, list[Any]]:
+        """`past`: OrtValues from an earlier run, or host arrays (copied to the device where it is CUDA);
+        `host_present`: the new states come back to the host (for reuse by other rows) instead of
+        staying on the device for the next decoding step."""
         binding = self.session.io_binding()
         binding.bind_cpu_input("input_ids", ids)
         binding.bind_cpu_input("attention_mask", mask)
@@ -91,10 +97,12 @@ class OrtLogitsModel:
             if past is None:
                 heads, width = self.past_shape[name]
                 binding.bind_cpu_input(name, np.zeros((ids.shape[0], heads, 0, width), dtype=self.kv_dtype))
+            elif isinstance(past[i], np.ndarray):
+                binding.bind_cpu_input(name, past[i])
             else:
                 binding.bind_ortvalue_input(name, past[i])
         binding.bind_output("logits", "cpu")
-        kv_device = "cuda" if self.device == "cuda" else "cpu"
+        kv_device = "cuda" if self.device == "cuda" and not host_present else "cpu"
         for name in self.present_names:  # computed either way; kept on the device for the next step
             binding.bind_output(name, kv_device, self.device_id)
         self.session.run_with_iobinding(binding)
@@ -116,6 +124,16 @@ class OrtLogitsModel:
         logits, present = self._run(next_ids[:, None], mask, positions, index, state, want_present=True)
         return logits[:, 0, :], present
 
+    def extend(self, ids: np.ndarray, mask: np.ndarray, past: list[np.ndarray] | None,
+               index: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        positions = positions_from_mask(mask)[:, mask.shape[1] - ids.shape[1]:]
+        logits, present = self._run(ids, mask, np.ascontiguousarray(positions), index, past, want_present=True,
+                                    host_present=True)
+        return logits, [value.numpy() for value in present]
+
+    def decoding_state(self, past: list[np.ndarray]) -> Any:
+        return list(past)  # bound as host inputs by the first step; its outputs stay on the device
+
 
 def _layer_order(name: str) -> tuple[int, str]:
     parts = name.split(".")
@@ -123,20 +141,19 @@ def _layer_order(name: str) -> tuple[int, str]:
 
 
 class OrtBackend(EngineBackend):
-    def __init__(self, onnx_dir: Path, device: str, threads: int | None, gpu_mem_limit: int | None,
-                 device_id: int, pad_id: int, max_context: int | None, policy: BatchPolicy) -> None:
+    def __init__(self, settings: BackendSettings, onnx_dir: Path, pad_id: int) -> None:
         config = json.loads((onnx_dir / "config.json").read_text())
         export = json.loads((onnx_dir / "medgate_export.json").read_text())
         context = int(config.get("max_position_embeddings") or 2048)
-        self.model = OrtLogitsModel(onnx_dir, device, threads, gpu_mem_limit, device_id, pad_id,
-                                    min(context, max_context or context))
-        self.engine = Engine(self.model, policy)
+        self.model = OrtLogitsModel(onnx_dir, settings.device, settings.threads, settings.gpu_mem_limit,
+                                    settings.device_id, pad_id, min(context, settings.max_context or context))
+        self.engine = Engine(self.model, batch_policy(settings), settings.prefix_sharing)
         self.info = BackendInfo(
             name="onnxruntime",
-            device=f"cuda:{device_id}" if device == "cuda" else "cpu",
+            device=f"cuda:{settings.device_id}" if settings.device == "cuda" else "cpu",
             execution_provider=self.model.execution_provider,
             dtype=export.get("dtype", "fp32"),
             max_context=self.model.max_context,
             details={"onnxruntime": self.model.ort_version, "onnx_dir": str(onnx_dir),
-                     "intra_op_threads": threads, "export": export},
+                     "intra_op_threads": settings.threads, "export": export},
         )
