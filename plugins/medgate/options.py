@@ -55,6 +55,7 @@ class RunOptions:
     gpu_mem_limit: int | None
     max_context: int | None
     prediction_cache: bool
+    prefix_sharing: bool = True
     compare: str | None = None  # a report file or the name of a saved baseline
     save_baseline: str | None = None
     regression_rules: tuple[RegressionRule, ...] = ()
@@ -174,6 +175,7 @@ def run_options(ns: argparse.Namespace | Any) -> RunOptions:
         gpu_mem_limit=ns.medgate_gpu_mem_limit,
         max_context=ns.medgate_max_context,
         prediction_cache=not ns.medgate_no_cache,
+        prefix_sharing=not ns.medgate_no_prefix_sharing,
         compare=compare,
         save_baseline=getattr(ns, "medgate_save_baseline", None),
         regression_rules=rules,
@@ -256,7 +258,11 @@ def add_run_arguments(add: Any) -> None:
     add("--check-parity", dest="medgate_check_parity", action="store_true",
         help="also run the other backend on every case and record the largest score difference")
     add("--group-size", dest="medgate_group_size", type=POSITIVE, default=64, metavar="N",
-        help="cases per batched prediction group (default 64)")
+        help="cases per batched prediction group, which holds every perturbation of its items under one prompt "
+             "(default 64)")
+    add("--no-prefix-sharing", dest="medgate_no_prefix_sharing", action="store_true",
+        help="run every prompt whole instead of computing each token prefix that a group's prompts share once "
+             "(for parity checks and benchmarks)")
     add("--token-budget", dest="medgate_token_budget", type=POSITIVE, metavar="N",
         help="fixed padded tokens per forward pass (default: 1024 on CPU; on CUDA from 16384, doubling while a "
              "pass takes under 1 s, halved on out-of-memory)")

@@ -53,6 +53,12 @@ class PredictorStats:
     parity_cases: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    # Prompt tokens given to the model (what running each prompt whole computes) and those it ran,
+    # after prefix sharing; generation counts its prefill only. None where the backend cannot say (a server).
+    loglik_tokens_presented: int | None = None
+    loglik_tokens_computed: int | None = None
+    generate_prefill_tokens_presented: int | None = None
+    generate_prefill_tokens_computed: int | None = None
 
 
 @dataclass
@@ -217,6 +223,12 @@ class Predictor:
         started = time.perf_counter()
         results = compute(requests)
         self.stats.model_seconds += time.perf_counter() - started
+        work = getattr(self._backend, "work", None)
+        if work is not None:
+            self.stats.loglik_tokens_presented = work["loglik"].presented
+            self.stats.loglik_tokens_computed = work["loglik"].computed
+            self.stats.generate_prefill_tokens_presented = work["generate"].presented
+            self.stats.generate_prefill_tokens_computed = work["generate"].computed
         return list(results)
 
     # -- prediction ---------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ class MedgateController:
         self.output_errors: list[str] = []  # what went wrong writing outputs (terminal only)
         self.baseline_saved: Path | None = None
         self.comparison: dict[str, Any] | None = None
+        self.token_work: dict[str, Any] | None = None  # the manifest's, for the terminal
 
     # -- set-up ---------------------------------------------------------------------------------------
 
@@ -206,6 +207,7 @@ class MedgateController:
         status = report_status(int(session.exitstatus), len(missing))
         records = side.ordered_records()
         manifest = build_manifest(self.state, self.config, side, self.run_id, self.started_at, self.started)
+        self.token_work = manifest.get("token_work")
         path = self._report_path()
         comparison = self._comparison(records, manifest, status, path)
         if comparison is not None:

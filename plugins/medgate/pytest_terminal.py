@@ -28,6 +28,8 @@ def summarise(controller: Any, terminalreporter: Any) -> None:
     if records:
         correct = sum(1 for r in records.values() if r.get("correct"))
         write(f"cases: {len(records)} answered, {correct} correct ({correct / len(records):.1%})")
+    if controller.token_work and (line := token_work_line(controller.token_work)):
+        write(line)
     for dataset, entry in sorted(truncation_by_dataset(records.values()).items()):
         write(f"{dataset}: {entry['cases']} case(s) truncated from the left to fit the model's context "
               f"(up to {entry['max_tokens_dropped']} tokens dropped)", yellow=True)
@@ -65,6 +67,17 @@ def summarise(controller: Any, terminalreporter: Any) -> None:
         write(f"baseline saved: {controller.baseline_saved}")
     for message in controller.errors + controller.output_errors:
         write(message, red=True)
+
+
+def token_work_line(work: dict[str, Any]) -> str | None:
+    """`prompt tokens computed: loglik 298,235 of 1,260,891 (0.24), generation prefill ... (prefix sharing)`."""
+    names = {"loglik": "loglik", "generate_prefill": "generation prefill"}
+    parts = [f"{names[mode]} {entry['computed']:,} of {entry['presented']:,} ({entry['computed_fraction']:.2f})"
+             for mode, entry in work.items() if mode in names and entry.get("presented")]
+    if not parts:
+        return None
+    how = "prefix sharing" if work.get("prefix_sharing") else "--no-prefix-sharing"
+    return f"prompt tokens computed: {', '.join(parts)} ({how})"
 
 
 def _summarise_comparison(comparison: dict[str, Any], write: Any) -> None:

@@ -145,6 +145,7 @@ def predictor_settings(options: RunOptions, place: WorkerPlace = WorkerPlace()) 
         gpu_mem_limit=options.gpu_mem_limit,
         max_context=options.max_context,
         server=options.server,
+        prefix_sharing=options.prefix_sharing,
     )
     parity = None
     if options.check_parity:

@@ -35,6 +35,22 @@ def _worker_summary(workers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return next(iter(workers.values()), {}) if workers else {}
 
 
+TOKEN_WORK_MODES = {"loglik": "loglik_tokens", "generate_prefill": "generate_prefill_tokens"}
+
+
+def token_work(stats: list[dict[str, Any]], prefix_sharing: bool) -> dict[str, Any]:
+    """Per mode, prompt tokens presented to the model and tokens it computed (after prefix sharing),
+    summed over workers; null where no worker's backend could count (a server)."""
+    work: dict[str, Any] = {"prefix_sharing": prefix_sharing}
+    for mode, key in TOKEN_WORK_MODES.items():
+        presented = [s[f"{key}_presented"] for s in stats if s.get(f"{key}_presented") is not None]
+        computed = [s[f"{key}_computed"] for s in stats if s.get(f"{key}_computed") is not None]
+        total, done = (sum(presented), sum(computed)) if presented else (None, None)
+        work[mode] = {"presented": total, "computed": done,
+                      "computed_fraction": round(done / total, 4) if total and done is not None else None}
+    return work
+
+
 def _parity(workers: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     stats = [m.get("stats", {}) for m in workers.values()]
     cases = sum(s.get("parity_cases", 0) for s in stats)
@@ -133,6 +149,7 @@ def build_manifest(state: Any, config: Any, controller: Any, run_id: str, starte
         "truncation": truncation_by_dataset(controller.records.values()),
         "prediction_cache": {"hits": sum(s.get("cache_hits", 0) for s in stats),
                              "misses": sum(s.get("cache_misses", 0) for s in stats)},
+        "token_work": token_work(stats, options.prefix_sharing),
         "started_at": started_at.isoformat(timespec="seconds"),
         "finished_at": finished_at.isoformat(timespec="seconds"),
     }
