@@ -10,8 +10,9 @@ VOCAB = 12
 
 
 class FakeModel:
-    """Logits at a position depend on that token and on how many real tokens precede it, so padding,
-    truncation and position handling mistakes all change the numbers."""
+    """Logits at a position depend on that token, on how many real tokens precede it and on the sum of
+    the real tokens so far (the context), so padding, truncation, position handling and key/value reuse
+    mistakes all change the numbers. Its key/value states hold the token ids themselves."""
 
     def __init__(self, max_context: int = 64, fail_above: int | None = None, nan: bool = False) -> None:
         self.max_context = max_context
@@ -19,28 +20,51 @@ class FakeModel:
         self.fail_above = fail_above
         self.nan = nan
         self.calls: list[int] = []
+        self.kv_bytes_per_token = 8
         rng = np.random.default_rng(0)
         self.table = rng.normal(size=(VOCAB, VOCAB)).astype(np.float32)
 
-    def _logits(self, token: int, position: int) -> np.ndarray:
-        row = self.table[token] + 0.1 * position
+    def _logits(self, token: int, position: int, total: int) -> np.ndarray:
+        row = self.table[token] + 0.1 * position + 0.5 * self.table[total % VOCAB]
         return np.full(VOCAB, np.nan, np.float32) if self.nan else row
 
-    def logits_at(self, ids, mask, index):
-        self.calls.append(ids.shape[0])
-        if self.fail_above is not None and ids.shape[0] > self.fail_above:
+    def _call(self, rows: int) -> None:
+        self.calls.append(rows)
+        if self.fail_above is not None and rows > self.fail_above:
             raise RuntimeError("CUDA error: out of memory")
+
+    def logits_at(self, ids, mask, index):
+        self._call(ids.shape[0])
         positions = np.cumsum(mask, axis=1) - 1
-        return np.stack([[self._logits(ids[b, i], positions[b, i]) for i in row] for b, row in enumerate(index)])
+        totals = np.cumsum(ids * mask, axis=1)
+        return np.stack([[self._logits(ids[b, i], positions[b, i], totals[b, i]) for i in row]
+                         for b, row in enumerate(index)])
 
     def start(self, ids, mask):
         last = ids.shape[1] - 1
         logits = self.logits_at(ids, mask, np.full((ids.shape[0], 1), last))[:, 0]
-        return logits, mask.sum(axis=1)
+        return logits, (ids * mask).sum(axis=1)
 
     def step(self, state, next_ids, mask):
-        logits = np.stack([self._logits(t, int(p)) for t, p in zip(next_ids, state)])
-        return logits, state + 1
+        totals = state + next_ids
+        positions = mask.sum(axis=1) - 1
+        logits = np.stack([self._logits(t, int(p), int(s)) for t, p, s in zip(next_ids, positions, totals)])
+        return logits, totals
+
+    def extend(self, ids, mask, past, index):
+        past_width = mask.shape[1] - ids.shape[1]
+        self._call(ids.shape[0])
+        held = np.zeros((ids.shape[0], past_width)) if past is None else past[0][:, 0, :, 0]
+        whole = np.concatenate([held.astype(np.int64), ids], axis=1)
+        positions = np.cumsum(mask, axis=1) - 1
+        totals = np.cumsum(whole * mask, axis=1)
+        logits = np.stack([[self._logits(whole[b, past_width + i], positions[b, past_width + i],
+                                         totals[b, past_width + i]) for i in row] for b, row in enumerate(index)])
+        states = whole[:, None, :, None].astype(np.float32)
+        return logits, [states, states.copy()]
+
+    def decoding_state(self, past):
+        return past[0][:, 0, :, 0].sum(axis=1).astype(np.int64)
 
     def reference(self, prompt, continuation):
         """Summed log-probability of `continuation` after `prompt`, computed one token at a time."""
@@ -48,7 +72,8 @@ class FakeModel:
         total = 0.0
         for offset, target in enumerate(continuation):
             position = len(prompt) - 1 + offset
-            total += float(log_softmax(self._logits(whole[position], position))[target])
+            context = sum(whole[:position + 1])
+            total += float(log_softmax(self._logits(whole[position], position, context))[target])
         return total
 
 
@@ -78,7 +103,7 @@ def test_batch_size_does_not_change_scores():
 
 def test_single_token_continuations_take_one_forward_row_per_prompt():
     model = FakeModel()
-    Engine(model).score([ScoreRequest((1, 2), ((3,), (4,), (5,), (6,)))])
+    Engine(model, prefix_sharing=False).score([ScoreRequest((1, 2), ((3,), (4,), (5,), (6,)))])
     assert model.calls == [1]
 
 
@@ -102,17 +127,20 @@ def test_budget_grows_while_passes_are_fast_up_to_its_ceiling():
     policy = BatchPolicy(token_budget=8, max_budget=64, latency_target=1.0)
     many = [ScoreRequest((1, 2, 3, 4), ((5,), (6,))) for _ in range(40)]
     model = FakeModel()
-    Engine(model, policy).score(many)
+    Engine(model, policy, prefix_sharing=False).score(many)
     assert policy.token_budget == 64
     assert model.calls[0] == 2 and max(model.calls) == 16  # 8 then 64 tokens of 4-token rows
     slow = BatchPolicy(token_budget=8, max_budget=64, latency_target=0.0)
-    Engine(FakeModel(), slow).score(many)
+    Engine(FakeModel(), slow, prefix_sharing=False).score(many)
     assert slow.token_budget == 8
 
 
 def test_other_errors_are_not_swallowed():
     class Broken(FakeModel):
         def logits_at(self, ids, mask, index):
+            raise RuntimeError("shape mismatch")
+
+        def extend(self, ids, mask, past, index):
             raise RuntimeError("shape mismatch")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
@@ -130,11 +158,12 @@ def test_greedy_generation_stops_on_eos_rule_or_budget():
     prompt = (1, 2, 3)
     free = engine.generate([GenerateRequest(prompt, 5)], frozenset(), lambda tokens: False)[0]
     assert free.stop_reason == "length" and len(free.token_ids) == 5
-    expected, position, token = [], len(prompt) - 1, prompt[-1]
+    expected, position, token, context = [], len(prompt) - 1, prompt[-1], sum(prompt)
     for _ in range(5):
-        token = int(np.argmax(model._logits(token, position)))
+        token = int(np.argmax(model._logits(token, position, context)))
         expected.append(token)
         position += 1
+        context += token
     assert list(free.token_ids) == expected
     stopped = engine.generate([GenerateRequest(prompt, 5)], frozenset(), lambda tokens: len(tokens) == 2)[0]
     assert stopped.stop_reason == "stop" and stopped.token_ids == free.token_ids[:2]
@@ -142,11 +171,57 @@ def test_greedy_generation_stops_on_eos_rule_or_budget():
     assert ended.stop_reason == "eos" and ended.token_ids == free.token_ids[:1]
 
 
-def test_batched_generation_equals_one_at_a_time():
+@pytest.mark.parametrize("sharing", [True, False])
+def test_batched_generation_equals_one_at_a_time(sharing):
     prompts = [GenerateRequest((1, 2, 3), 4), GenerateRequest((5,), 6), GenerateRequest((9, 8, 7, 6, 5), 3)]
-    together = Engine(FakeModel()).generate(prompts, frozenset(), lambda t: False)
-    alone = [Engine(FakeModel()).generate([p], frozenset(), lambda t: False)[0] for p in prompts]
+    together = Engine(FakeModel(), prefix_sharing=sharing).generate(prompts, frozenset(), lambda t: False)
+    alone = [Engine(FakeModel(), prefix_sharing=sharing).generate([p], frozenset(), lambda t: False)[0]
+             for p in prompts]
     assert together == alone
+
+
+STEM = tuple(range(1, 11)) * 4  # 40 tokens that every variant below opens with
+
+
+def variants():
+    """Prompts as an item's perturbations make them: one long opening, then differing endings."""
+    return [STEM + (3, 4, 5), STEM + (3, 4, 6), STEM + (7,), STEM + (3,), STEM, (2,) + STEM]
+
+
+@pytest.mark.parametrize("budget", [4, 10_000])
+def test_shared_prefixes_score_as_whole_prompts_and_compute_each_shared_token_once(budget):
+    requests = [ScoreRequest(p, ((4,), (5,))) for p in variants()]
+    requests += [ScoreRequest(p, ((4, 5), (6,), (7, 8, 9))) for p in variants()[:3]]
+    model = FakeModel()
+    shared = Engine(model, BatchPolicy(token_budget=budget))
+    whole = Engine(FakeModel(), BatchPolicy(token_budget=budget), prefix_sharing=False)
+    for request, result, unshared in zip(requests, shared.score(requests), whole.score(requests)):
+        assert result.logprobs == pytest.approx([model.reference(request.prompt_ids, c)
+                                                 for c in request.continuations], abs=1e-5)
+        assert result.logprobs == pytest.approx(unshared.logprobs, abs=1e-6)
+    assert shared.work["loglik"].presented == whole.work["loglik"].presented == whole.work["loglik"].computed
+    # the 40-token opening of 11 rows (all but the one starting with 2) runs once
+    assert shared.work["loglik"].computed < whole.work["loglik"].computed - 9 * 40
+
+
+def test_shared_prefill_generates_as_whole_prompts():
+    requests = [GenerateRequest(p, 5) for p in variants()]
+    shared = Engine(FakeModel(), BatchPolicy(token_budget=16))
+    whole = Engine(FakeModel(), prefix_sharing=False)
+    assert shared.generate(requests, frozenset(), lambda t: False) == \
+        whole.generate(requests, frozenset(), lambda t: False)
+    assert shared.work["generate"].computed == shared.work["generate"].presented - 4 * 39  # 5 rows, 39 shared
+
+
+def test_short_common_openings_are_not_split_off():
+    from medgate.backends.prefix_tree import plan_prefixes
+
+    short = plan_prefixes([(1, 2, 3, 4), (1, 2, 3, 5), (1, 2, 9)])
+    assert short.nodes == [] and short.row_start == [0, 0, 0]
+    long = plan_prefixes([STEM + (1, 2), STEM + (1, 3), STEM + (4,), (5,)])
+    assert [(n.start, n.end, n.parent) for n in long.nodes] == [(0, 40, None)]  # (1,) more for two: not worth it
+    assert long.row_parent[3] is None and long.row_start[3] == 0
+    assert all(long.row_start[i] == 40 for i in range(3))
 
 
 def test_left_pad_and_next_batch():

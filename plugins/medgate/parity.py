@@ -25,6 +25,7 @@ from medgate.datasets import DatasetError, UnknownDataset, default_data_dir, loa
 from medgate.models import ModelError, ModelRef, resolve_model
 from medgate.perturbations import resolve_set
 from medgate.predictor import ModelLoadError, Predictor, PredictorSettings
+from medgate.preparation import encode, prepare
 
 REQUIRED_AGREEMENT = {"cpu": 1.0, "cuda": 0.995}
 LOGIT_SAMPLE = 32  # prompts whose full logit vectors are compared
@@ -66,12 +67,10 @@ def _logit_difference(predictors: dict[str, Predictor], cases: Sequence[Case]) -
     """Largest raw logit difference over the whole vocabulary at the last position of some prompts."""
     ort = predictors["onnxruntime"]
     tokenizer = ort.tokenizer
-    from medgate.prompts import render, template_for
-
     prompts = []
     for case in [c for c in cases if c.mode == "loglik"][:LOGIT_SAMPLE]:
-        text = tokenizer.prompt_text(render(template_for(case.prompt, case.item.language), case.item))
-        prompts.append(tokenizer.encode_prompt(text)[-ort.backend.info.max_context:])
+        request = encode(tokenizer, prepare(tokenizer, case.prompt, case.item), 0).request
+        prompts.append(list(request.prompt_ids)[-ort.backend.info.max_context:])
     if not prompts:
         return 0.0
     worst = 0.0

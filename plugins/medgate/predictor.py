@@ -1,4 +1,5 @@
-"""From cases to outcome records: prompts, tokenization, one batched backend call per group.
+"""From cases to outcome records: prepared prompts (preparation.py), one batched call per group through
+the prompt runner (prompt_runner.py: tokenization and the backend, behind the prediction cache).
 
 A `Predictor` lives on each pytest worker. The model, tokenizer and backend are created on first
 use; cases are predicted a whole group at a time and the records kept until their cases ask.
@@ -13,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from medgate.backends import Backend, BackendSettings, BackendUnavailable, create_backend
-from medgate.backends.base import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 from medgate.backends.http import ServerError
 from medgate.cases import Case
 from medgate.fingerprint import checkpoint_fingerprint
 from medgate.models import ModelRef, materialize
-from medgate.prediction_cache import PredictionCache, namespace_for, request_key
-from medgate.prompts import continuation_text, render, template_for
-from medgate.scoring import choose, json_object_closed, parse_json_answer
+from medgate.prediction_cache import PredictionCache, namespace_for
+from medgate.preparation import PreparedPrompt, prepare
+from medgate.prompt_runner import BackendRunner, CachingRunner, PromptRunner
+from medgate.scoring import choose, parse_json_answer
 from medgate.tokenization import TextTokenizer
 
 
@@ -61,28 +62,6 @@ class PredictorStats:
     generate_prefill_tokens_computed: int | None = None
 
 
-@dataclass
-class _Prepared:
-    """A case's exact prompt text; token ids only when the model has to run (not on a cache hit)."""
-
-    case: Case
-    prompt_text: str
-    prompt_hash: str
-    continuations: tuple[str, ...]  # loglik: one per label
-    max_new_tokens: int | None  # generate mode
-    _request: ScoreRequest | GenerateRequest | None = None
-
-    def request(self, tokenizer: TextTokenizer, stats: PredictorStats) -> ScoreRequest | GenerateRequest:
-        if self._request is None:
-            if self.max_new_tokens is None:
-                encoded = tokenizer.encode_choice(self.prompt_text, self.continuations)
-                stats.boundary_merges += encoded.boundary_merges
-                self._request = ScoreRequest(encoded.prompt_ids, encoded.continuations)
-            else:
-                self._request = GenerateRequest(tuple(tokenizer.encode_prompt(self.prompt_text)), self.max_new_tokens)
-        return self._request
-
-
 class Predictor:
     def __init__(self, settings: PredictorSettings) -> None:
         self.settings = settings
@@ -94,8 +73,12 @@ class Predictor:
         self._backend_failure: Exception | None = None
         self._reference: Backend | None = None
         self._cache: PredictionCache | None = None
+        self.runner: PromptRunner = BackendRunner(lambda: self.tokenizer, lambda: self.backend,
+                                                  settings.max_new_tokens, self.stats)
         if settings.cache_path is not None and settings.parity_backend is None:
             self._cache = PredictionCache(settings.cache_path)
+            self.runner = CachingRunner(self.runner, self._cache, lambda: self.cache_namespace, self._backend_record,
+                                        settings.max_new_tokens, self.stats)
 
     # -- lazily built parts -------------------------------------------------------------------------
 
@@ -200,37 +183,6 @@ class Predictor:
             "stats": dict(self.stats.__dict__),
         }
 
-    def _through_cache(self, prepared: Sequence[_Prepared], compute: Any) -> list[Any]:
-        """Results for `prepared`, tokenizing and computing (timed) only what the cache does not hold."""
-        if self._cache is None:
-            return self._timed(compute, [p.request(self.tokenizer, self.stats) for p in prepared])
-        keys = [request_key(self.cache_namespace, p.prompt_text, p.continuations, p.max_new_tokens)
-                for p in prepared]
-        found = self._cache.get_many(keys)
-        missing = [i for i, key in enumerate(keys) if key not in found]
-        self.stats.cache_hits += len(prepared) - len(missing)
-        self.stats.cache_misses += len(missing)
-        if missing:
-            computed = self._timed(compute, [prepared[i].request(self.tokenizer, self.stats) for i in missing])
-            self._cache.put_many([(keys[i], result) for i, result in zip(missing, computed)])
-            record = self._backend_record()
-            if record is not None:
-                self._cache.remember_backend(self.cache_namespace, record)
-            found.update({keys[i]: result for i, result in zip(missing, computed)})
-        return [found[key] for key in keys]
-
-    def _timed(self, compute: Any, requests: list[Any]) -> list[Any]:
-        started = time.perf_counter()
-        results = compute(requests)
-        self.stats.model_seconds += time.perf_counter() - started
-        work = getattr(self._backend, "work", None)
-        if work is not None:
-            self.stats.loglik_tokens_presented = work["loglik"].presented
-            self.stats.loglik_tokens_computed = work["loglik"].computed
-            self.stats.generate_prefill_tokens_presented = work["generate"].presented
-            self.stats.generate_prefill_tokens_computed = work["generate"].computed
-        return list(results)
-
     # -- prediction ---------------------------------------------------------------------------------
 
     def predict(self, cases: Sequence[Case]) -> list[dict[str, Any]]:
@@ -242,35 +194,27 @@ class Predictor:
     def _predict(self, cases: Sequence[Case]) -> list[dict[str, Any]]:
         prepared = [self._prepare(case) for case in cases]
         records: list[dict[str, Any] | None] = [None] * len(cases)
-        scoring = [i for i, p in enumerate(prepared) if p.max_new_tokens is None]
-        generating = [i for i, p in enumerate(prepared) if p.max_new_tokens is not None]
+        scoring = [i for i, p in enumerate(prepared) if p.mode == "loglik"]
+        generating = [i for i, p in enumerate(prepared) if p.mode != "loglik"]
         if scoring:
-            self._score([prepared[i] for i in scoring], scoring, records)
+            self._score([cases[i] for i in scoring], [prepared[i] for i in scoring], scoring, records)
         if generating:
-            self._generate([prepared[i] for i in generating], generating, records)
+            self._generate([cases[i] for i in generating], [prepared[i] for i in generating], generating, records)
         self.stats.cases += len(cases)
         self.stats.groups += 1
         return [record for record in records if record is not None]
 
-    def _prepare(self, case: Case) -> _Prepared:
-        template = template_for(case.prompt, case.item.language)
-        text = self.tokenizer.prompt_text(render(template, case.item))
-        if template.mode == "loglik":
-            continuations = tuple(
-                self.tokenizer.continuation_text(continuation_text(template, label)) for label in case.item.labels
-            )
-            return _Prepared(case, text, template.content_hash, continuations, None)
-        return _Prepared(case, text, template.content_hash, (), self.settings.max_new_tokens)
+    def _prepare(self, case: Case) -> PreparedPrompt:
+        return prepare(self.tokenizer, case.prompt, case.item)
 
-    def _score(self, prepared: Sequence[_Prepared], slots: Sequence[int],
+    def _score(self, cases: Sequence[Case], prepared: Sequence[PreparedPrompt], slots: Sequence[int],
                records: list[dict[str, Any] | None]) -> None:
-        results: list[ScoreResult] = self._through_cache(prepared, lambda batch: self.backend.score(batch))
+        results = self.runner.score(prepared)
         reference = None
         if self.settings.parity_backend:
-            requests = [p.request(self.tokenizer, self.stats) for p in prepared]
-            reference = self.reference_backend().score(requests)  # type: ignore[arg-type]
-        for index, (item, result) in enumerate(zip(prepared, results)):
-            case = item.case
+            reference = BackendRunner(lambda: self.tokenizer, self.reference_backend,
+                                      self.settings.max_new_tokens).score(prepared)
+        for index, (case, item, result) in enumerate(zip(cases, prepared, results)):
             labels = case.item.labels
             chosen = choose(result.logprobs)
             record = _base_record(case, item, self.settings.record_prompts)
@@ -292,18 +236,11 @@ class Predictor:
             self.stats.truncated_cases += int(result.truncated_tokens > 0)
             records[slots[index]] = record
 
-    def _generate(self, prepared: Sequence[_Prepared], slots: Sequence[int],
+    def _generate(self, cases: Sequence[Case], prepared: Sequence[PreparedPrompt], slots: Sequence[int],
                   records: list[dict[str, Any] | None]) -> None:
         tokenizer = self.tokenizer
-
-        def stop(tokens: Sequence[int]) -> bool:
-            return json_object_closed(tokenizer.decode(tokens))
-
-        results: list[GenerateResult] = self._through_cache(
-            prepared, lambda batch: self.backend.generate(batch, tokenizer.eos_token_ids, stop),
-        )
-        for index, (item, result) in enumerate(zip(prepared, results)):
-            case = item.case
+        results = self.runner.generate(prepared)
+        for index, (case, item, result) in enumerate(zip(cases, prepared, results)):
             output = tokenizer.decode(result.token_ids)
             answer = parse_json_answer(output, case.item)
             labels = case.item.labels
@@ -337,7 +274,7 @@ def _origin(case: Case, presented_index: int) -> int | None:
     return None if value is None else int(value)
 
 
-def _base_record(case: Case, prepared: _Prepared, record_prompts: bool) -> dict[str, Any]:
+def _base_record(case: Case, prepared: PreparedPrompt, record_prompts: bool) -> dict[str, Any]:
     item = case.item
     record: dict[str, Any] = {
         "case_id": case.case_id,
@@ -353,10 +290,10 @@ def _base_record(case: Case, prepared: _Prepared, record_prompts: bool) -> dict[
         "options_presented": [{"label": o.label, "text": o.text} for o in item.options],
         "gold_label": item.answer,
         "item_hash": case.source.content_hash(),
-        "prompt_hash": prepared.prompt_hash,
+        "prompt_hash": prepared.template_hash,
     }
     if record_prompts:
-        record["prompt_text"] = prepared.prompt_text
+        record["prompt_text"] = prepared.text
         if prepared.continuations:
             record["continuations"] = dict(zip(item.labels, prepared.continuations))
     return record

@@ -1,7 +1,9 @@
 """Benchmark medgate against a plain transformers loop and lm-evaluation-harness (log-likelihood mode)
-on the same items, prompts and truncation. Every contender runs once untimed (warm-up: export,
-file caches), then is timed as a whole process; the output has cases/s and tokens/s for each, the
-ratios of medgate over the others, evaluation-phase rates, and the per-item agreement."""
+on the same cases (items x perturbations x prompts), rendered prompts and truncation. Every contender
+runs once untimed (warm-up: export, file caches), then is timed as a whole process; the output has
+cases/s and prompt tokens presented/s for each, medgate's tokens computed/s (after prefix sharing)
+and achieved GFLOP/s beside this machine's measured fp32 matrix-product rate, the ratios of medgate
+over the others, evaluation-phase rates, and the per-case agreement."""
 
 from __future__ import annotations
 
@@ -23,9 +25,11 @@ from medgate.bench.contenders import (
     run_medgate,
     run_transformers,
 )
-from medgate.bench.workload import prepare
+from medgate.bench.workload import prepare_workload
 from medgate.datasets import default_data_dir
 from medgate.models import ModelError, materialize, resolve_model
+from medgate.perturbations import PerturbationError, resolve_set
+from medgate.prompts import MODES, PromptError, select_prompts
 
 # Dense fp16/bf16 peak FLOP/s, for model FLOP utilisation on a GPU; the first entry whose words all
 # occur in nvidia-smi's name wins. The SXM H100 calls itself "NVIDIA H100 80GB HBM3" (no "SXM"),
@@ -43,7 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", help="where upstream dataset files live")
-    parser.add_argument("--prompt", default="p0", help="log-likelihood prompt template (default p0)")
+    parser.add_argument("--prompts", "--prompt", dest="prompts", default="p0",
+                        help="prompt templates: names, default or all (default p0)")
+    parser.add_argument("--perturbations", default="none",
+                        help="perturbation set or comma-separated names, as medgate's run takes them (default none)")
+    parser.add_argument("--mode", default="loglik", choices=("loglik", "generate", "both"),
+                        help="which prompts --prompts selects; the other contenders score (loglik) only")
+    parser.add_argument("--no-prefix-sharing", action="store_true", help="medgate runs every prompt whole")
     parser.add_argument("--contenders", help=f"subset of {','.join(CONTENDERS)} (default: all), or with --backend "
                                              f"openai of {','.join(SERVER_CONTENDERS)}")
     parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "openai"),
@@ -132,15 +142,27 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, RuntimeError) as error:
             print(f"medgate bench: {error}", file=sys.stderr)
             return 2
+    try:
+        modes = MODES if args.mode == "both" else (args.mode,)
+        prompts = select_prompts(args.prompts, modes)
+        perturbations = resolve_set(args.perturbations)
+    except (PromptError, PerturbationError, ValueError) as error:
+        print(f"medgate bench: {error}", file=sys.stderr)
+        return 2
+    if not prompts or (args.mode != "loglik" and contenders != ["medgate"]):
+        print("medgate bench: the other contenders score log-likelihood prompts only: --mode loglik, or "
+              "--contenders medgate", file=sys.stderr)
+        return 2
     folder = args.keep or Path(tempfile.mkdtemp(prefix="medgate-bench-"))
-    workload = prepare(args.dataset, default_data_dir(args.data_dir), args.limit, args.seed, args.prompt,
-                       checkpoint, folder)
-    n = len(workload.items)
+    workload = prepare_workload(args.dataset, default_data_dir(args.data_dir), args.limit, args.seed, perturbations,
+                                prompts, checkpoint, folder)
+    n = len(workload.cases)
+    matmul = matmul_gflops()
 
     def measure(name: str) -> Run:
         if name in ("medgate", "medgate_echo"):
-            return run_medgate(workload, checkpoint, args.prompt, folder, args.workers, args.device, server,
-                               "echo" if name == "medgate_echo" else "auto")
+            return run_medgate(workload, checkpoint, folder, args.workers, args.device, server,
+                               "echo" if name == "medgate_echo" else "auto", not args.no_prefix_sharing)
         if name == "transformers":
             return run_transformers(workload, checkpoint, folder, args.device, args.threads)
         batch_size = args.lm_eval_batch_size or ("auto" if args.device == "cuda" and server is None else "4")
@@ -167,15 +189,25 @@ def run(args: argparse.Namespace) -> int:
             if measured.eval_seconds else None,
             **measured.details,
         }
+        computed = _tokens_computed(measured)
+        if computed is not None:
+            entry["tokens_computed"] = computed
+            entry["tokens_computed_per_s"] = round(computed / measured.wall_seconds, 1)
+            if measured.details.get("model_seconds"):
+                # 2 FLOPs per parameter per token computed, over the time inside the model calls
+                entry["achieved_gflops"] = round(2 * parameters * computed / measured.details["model_seconds"] / 1e9,
+                                                 1)
         if peak and measured.eval_seconds:
-            entry["mfu"] = round(2 * parameters * workload.prompt_tokens / measured.eval_seconds / peak, 4)
+            entry["mfu"] = round(2 * parameters * (computed or workload.prompt_tokens) / measured.eval_seconds / peak,
+                                 4)
         results[name] = entry
-    mine = runs["medgate"].predictions
-    agreement = {name: round(sum(a == b for a, b in zip(mine, r.predictions)) / n, 4)
-                 for name, r in runs.items() if name != "medgate"}
+    agreement = {f"{a}~{b}": round(sum(x == y for x, y in zip(runs[a].predictions, runs[b].predictions)) / n, 4)
+                 for i, a in enumerate(runs) for b in list(runs)[i + 1:]}
     document = {
         "model": args.model, "checkpoint": str(checkpoint), "parameters": parameters, "dataset": args.dataset,
-        "items": n, "prompt": args.prompt, "prompt_tokens": workload.prompt_tokens, "device": args.device,
+        "cases": n, "items": len({c.item.id for c in workload.cases}), "prompts": list(workload.prompts),
+        "perturbations": list(workload.perturbations), "prompt_tokens": workload.prompt_tokens, "device": args.device,
+        "matmul_fp32_gflops": matmul,
         "server": {"base_url": server.base_url, "model_id": server.model_id, "concurrency": server.concurrency}
         if server else None,
         "gpu": gpu, "host": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
@@ -184,8 +216,8 @@ def run(args: argparse.Namespace) -> int:
                    for name in results if name != "medgate"},
         "eval_ratios": {name: round(results["medgate"]["eval_cases_per_s"] / results[name]["eval_cases_per_s"], 2)
                         for name in results if name != "medgate" and results[name]["eval_cases_per_s"]},
-        "agreement_with_medgate": agreement,
-        "accuracy": {name: round(sum(p == item.answer for p, item in zip(r.predictions, workload.items)) / n, 4)
+        "agreement": agreement,
+        "accuracy": {name: round(sum(p == case.item.answer for p, case in zip(r.predictions, workload.cases)) / n, 4)
                      for name, r in runs.items()},
     }
     _print_table(document)
@@ -194,14 +226,42 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """This machine's fp32 matrix-product rate with numpy (best of `repeats` size^3 products), GFLOP/s."""
+    import time
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    a @ b  # noqa: B018 - warm-up (thread pool, caches)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b  # noqa: B018
+        best = min(best, time.perf_counter() - started)
+    return round(2 * size ** 3 / best / 1e9, 1)
+
+
+def _tokens_computed(measured: Run) -> int | None:
+    work = measured.details.get("token_work") or {}
+    return (work.get("loglik") or {}).get("computed")
+
+
 def _print_table(document: dict[str, Any]) -> None:
-    print(f"{document['items']} items of {document['dataset']}, model {document['model']} "
-          f"({document['parameters']:,} parameters), {document['prompt_tokens']:,} prompt tokens, {document['device']}")
-    print(f"{'contender':<14}{'wall s':>9}{'cases/s':>10}{'tokens/s':>11}{'eval cases/s':>14}{'agree':>8}")
+    print(f"{document['cases']} cases ({document['items']} items of {document['dataset']} x "
+          f"{len(document['perturbations'])} perturbations x {len(document['prompts'])} prompts), model "
+          f"{document['model']} ({document['parameters']:,} parameters), {document['prompt_tokens']:,} prompt tokens, "
+          f"{document['device']}; numpy fp32 matmul {document['matmul_fp32_gflops']} GFLOP/s")
+    print(f"{'contender':<14}{'wall s':>9}{'cases/s':>10}{'presented/s':>13}{'computed/s':>12}{'GFLOP/s':>9}"
+          f"{'eval cases/s':>14}")
     for name, entry in document["contenders"].items():
-        agree = document["agreement_with_medgate"].get(name)
-        print(f"{name:<14}{entry['wall_seconds']:>9.2f}{entry['cases_per_s']:>10.1f}{entry['tokens_per_s']:>11.0f}"
-              f"{entry['eval_cases_per_s'] or 0:>14.1f}{'' if agree is None else f'{agree:.1%}':>8}")
+        computed = entry.get("tokens_computed_per_s")
+        print(f"{name:<14}{entry['wall_seconds']:>9.2f}{entry['cases_per_s']:>10.2f}{entry['tokens_per_s']:>13.0f}"
+              f"{'-' if computed is None else f'{computed:.0f}':>12}{entry.get('achieved_gflops') or '-':>9}"
+              f"{entry['eval_cases_per_s'] or 0:>14.2f}")
+    for pair, agree in document["agreement"].items():
+        print(f"agreement {pair.replace('~', ' / ')}: {agree:.2%}")
     for name, ratio in document["ratios"].items():
         eval_ratio = document["eval_ratios"].get(name)
         print(f"medgate / {name}: {ratio:.2f}x whole process, {eval_ratio}x evaluation phase")

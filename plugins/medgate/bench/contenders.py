@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medgate.bench.workload import Workload
+from medgate.bench.workload import Workload, case_key
 from medgate.paths import fixtures_dir
 
 CONTENDERS = ("medgate", "transformers", "lm_eval")
@@ -55,16 +55,16 @@ def _timed(command: list[str], cwd: Path, log: Path, environment: dict[str, str]
     return wall
 
 
-def run_medgate(workload: Workload, checkpoint: Path, prompt: str, folder: Path, workers: int, device: str,
-                server: Server | None = None, scoring: str = "auto") -> Run:
+def run_medgate(workload: Workload, checkpoint: Path, folder: Path, workers: int, device: str,
+                server: Server | None = None, scoring: str = "auto", prefix_sharing: bool = True) -> Run:
     name = "medgate" if scoring == "auto" else f"medgate_{scoring}"
     report = folder / f"{name}-report.json"
     suites = fixtures_dir().parent / "suites" / "test_mcqa.py"
     # Only medgate's own pytest plugins, as where medgate is installed without the benchmark's
     # tools: in this environment lm-eval brings anyio's pytest plugin and the dev extra hypothesis's.
     command = [sys.executable, "-m", "pytest", str(suites), f"--model={checkpoint}",
-               f"--dataset={workload.items_file}", "--prompts", prompt, f"--report={report}",
-               "--no-prediction-cache", "-q", "-p", "no:cacheprovider", "-p", "medgate.pytest_plugin",
+               f"--dataset={workload.items_file}", "--prompts", ",".join(workload.prompts),
+               "--perturbations", ",".join(workload.perturbations), f"--report={report}", "--no-prediction-cache", "-q", "-p", "no:cacheprovider", "-p", "medgate.pytest_plugin",
                "-p", "xdist.plugin"]
     if server is None:
         command.append(f"--device={device}")
@@ -73,16 +73,20 @@ def run_medgate(workload: Workload, checkpoint: Path, prompt: str, folder: Path,
                     "--scoring", scoring]
     if workers > 1:
         command += ["-n", str(workers)]
+    if not prefix_sharing:
+        command.append("--no-prefix-sharing")
     wall = _timed(command, fixtures_dir().parent, folder / f"{name}.log", {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
     document = json.loads(report.read_text())
-    by_item = {case["item_id"]: case["predicted_label"] for case in document["cases"]}
+    by_case = {case_key(case["item_id"], case["perturbation"], case["prompt"]): case["predicted_label"]
+               for case in document["cases"]}
     timing = document["manifest"]["timing"]
     details: dict[str, Any] = {"model_seconds": timing["model_seconds"], "workers": workers,
-                               "execution_provider": document["manifest"]["execution_provider"]}
+                               "execution_provider": document["manifest"]["execution_provider"],
+                               "token_work": document["manifest"].get("token_work")}
     if server is not None:
         details["scoring_methods"] = document["manifest"]["server"]["scoring_methods"]
         details["concurrency"] = server.concurrency
-    return Run(name, wall, timing["predict_seconds"], [by_item.get(item.id) for item in workload.items], details)
+    return Run(name, wall, timing["predict_seconds"], [by_case.get(key) for key in workload.keys], details)
 
 
 def run_transformers(workload: Workload, checkpoint: Path, folder: Path, device: str, threads: int) -> Run:
@@ -146,10 +150,10 @@ def run_lm_eval(workload: Workload, checkpoint: Path, folder: Path, device: str,
     samples = sorted(output.rglob("samples_medgate_bench_*.jsonl"))
     if not samples:
         raise ContenderError(f"lm-eval wrote no samples under {output}; see {folder / 'lm_eval.log'}")
-    predictions: list[str | None] = [None] * len(workload.items)
+    predictions: list[str | None] = [None] * len(workload.cases)
     for line in samples[-1].open(encoding="utf-8"):
         sample = json.loads(line)
         scores = [float(response[0]) for response in sample["filtered_resps"]]  # logged as strings
-        predictions[sample["doc_id"]] = workload.items[sample["doc_id"]].labels[scores.index(max(scores))]
+        predictions[sample["doc_id"]] = workload.cases[sample["doc_id"]].item.labels[scores.index(max(scores))]
     return Run("lm_eval", wall, json.loads(timing.read_text())["eval_seconds"], predictions,
                {"batch_size": batch_size})

@@ -1,4 +1,9 @@
-"""The plain transformers loop a user would write: one forward pass per prompt, last-position logits.
+"""The plain transformers loop a user would write: one forward pass per prompt, last-position logits
+(and one per option where an option is more than one token).
+
+Encoded as medgate encodes: a chat-formatted prompt already holds its special tokens, so none are
+added to it (`add_special_tokens` of each line); an option's tokens are those of prompt + option
+after the prompt's (lm-evaluation-harness's rule).
 
     python -m medgate.bench.transformers_loop CHECKPOINT PROMPTS.jsonl OUT.json [--threads N]
 """
@@ -34,11 +39,21 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with torch.inference_mode():
         for row in rows:
-            prompt_ids = tokenizer(row["prompt"])["input_ids"]
-            targets = [tokenizer(row["prompt"] + c)["input_ids"][len(prompt_ids)] for c in row["continuations"]]
-            ids = torch.tensor([prompt_ids[-limit:]], device=args.device)
-            logprobs = torch.log_softmax(model(ids).logits[0, -1].float(), dim=-1)
-            scores = [float(logprobs[t]) for t in targets]
+            special = bool(row.get("add_special_tokens", True))
+            prompt_ids = tokenizer(row["prompt"], add_special_tokens=special)["input_ids"]
+            targets = [tokenizer(row["prompt"] + c, add_special_tokens=special)["input_ids"][len(prompt_ids):]
+                       for c in row["continuations"]]
+            if all(len(t) == 1 for t in targets):
+                ids = torch.tensor([prompt_ids[-limit:]], device=args.device)
+                logprobs = torch.log_softmax(model(ids).logits[0, -1].float(), dim=-1)
+                scores = [float(logprobs[t[0]]) for t in targets]
+            else:
+                scores = []
+                for target in targets:
+                    whole = (prompt_ids + target)[-(limit + 1):]
+                    ids = torch.tensor([whole[:-1]], device=args.device)
+                    logprobs = torch.log_softmax(model(ids).logits[0, -len(target):].float(), dim=-1)
+                    scores.append(float(sum(logprobs[j, token] for j, token in enumerate(target))))
             predictions.append(row["labels"][scores.index(max(scores))])
     seconds = time.perf_counter() - started
     args.out.write_text(json.dumps({"predictions": predictions, "eval_seconds": seconds}))

@@ -23,7 +23,8 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 
 from medgate.items import Item, load_jsonl
 from medgate.paths import fixtures_dir
-from medgate.prompts import continuation_text, prompt_library, render, template_for
+from medgate.preparation import prepare
+from medgate.prompts import continuation_text, prompt_library, render
 from medgate.tiny.recipe import ARCHITECTURE, TRAINING_DATASETS, TRAINING_PROMPTS, TinyRecipe
 from medgate.tokenization import TextTokenizer
 
@@ -89,12 +90,10 @@ def training_sequences(items: list[Item], tokenizer: TextTokenizer) -> list[tupl
     sequences = []
     for item in items:
         for name in TRAINING_PROMPTS:
-            template = template_for(name, item.language)
-            prompt = tokenizer.prompt_text(render(template, item))
-            target = tokenizer.continuation_text(continuation_text(template, item.answer))
-            encoded = tokenizer.encode_choice(prompt, [target])
+            prepared = prepare(tokenizer, name, item, answers=(item.answer,))
+            encoded = tokenizer.encode_choice(prepared.text, prepared.continuations)
             ids = list(encoded.prompt_ids) + list(encoded.continuations[0])
-            if template.mode == "generate":
+            if prepared.mode == "generate":
                 ids.append(EOS_ID)
             sequences.append((ids, len(encoded.prompt_ids)))
     return sequences
@@ -161,10 +160,8 @@ def training_accuracy(model: LlamaForCausalLM, items: list[Item], tokenizer: Tex
     """Share of sample items whose gold label scores highest under the default loglik prompt."""
     correct = 0
     for item in items:
-        template = template_for(TRAINING_PROMPTS[0], item.language)
-        prompt = tokenizer.prompt_text(render(template, item))
-        labels = [tokenizer.continuation_text(continuation_text(template, lab)) for lab in item.labels]
-        encoded = tokenizer.encode_choice(prompt, labels)
+        prepared = prepare(tokenizer, TRAINING_PROMPTS[0], item)
+        encoded = tokenizer.encode_choice(prepared.text, prepared.continuations)
         logits = model(torch.tensor([encoded.prompt_ids])).logits[0, -1].float()
         logprobs = torch.log_softmax(logits, -1)
         scores = [float(logprobs[c[0]]) for c in encoded.continuations]
