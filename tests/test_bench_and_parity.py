@@ -32,13 +32,51 @@ def test_bench_runs_every_contender_on_the_same_items_and_they_agree(tiny_checkp
                  "--contenders", contenders, "--no-warmup", "--keep", str(tmp_path / "work"), "--out", str(out)])
     document = json.loads(out.read_text())
     assert code == 0
-    assert document["items"] == 12 and document["prompt_tokens"] > 0
+    assert document["items"] == document["cases"] == 12 and document["prompt_tokens"] > 0
     for name in contenders.split(","):
         entry = document["contenders"][name]
         assert entry["cases_per_s"] > 0 and entry["tokens_per_s"] > 0 and entry["eval_cases_per_s"] > 0
     assert set(document["ratios"]) == set(contenders.split(",")) - {"medgate"}
-    assert all(value == 1.0 for value in document["agreement_with_medgate"].values())
+    assert all(value == 1.0 for value in document["agreement"].values())
     assert document["accuracy"]["medgate"] >= 0.9  # the sample items under p0: tiny knows them
+    assert document["matmul_fp32_gflops"] > 0 and document["contenders"]["medgate"]["achieved_gflops"] > 0
+
+
+def test_bench_gives_every_contender_each_case_of_the_perturbed_prompts(tiny_checkpoint, tmp_path):
+    """Multi-token labels (roman numerals) and a second prompt: the transformers loop scores them as
+    medgate does, and medgate computes the items' shared openings once."""
+    out = tmp_path / "bench.json"
+    code = main(["bench", f"--model={tiny_checkpoint}", "--dataset", "sample-en", "--limit", "4",
+                 "--perturbations", "original,relabel_roman,shuffle_options", "--prompts", "p0,p1",
+                 "--contenders", "medgate,transformers", "--no-warmup", "--keep", str(tmp_path / "work"),
+                 "--out", str(out)])
+    document = json.loads(out.read_text())
+    assert code == 0
+    assert document["items"] == 4 and document["cases"] == 4 * 3 * 2
+    assert document["agreement"] == {"medgate~transformers": 1.0}
+    medgate = document["contenders"]["medgate"]
+    assert 0 < medgate["tokens_computed"] < document["prompt_tokens"]
+    lines = (tmp_path / "work" / "prompts.jsonl").read_text().splitlines()
+    assert len(lines) == 24 and all('"add_special_tokens": true' in line for line in lines)  # tiny: no chat template
+
+
+def test_bench_refuses_generation_for_the_scoring_contenders(capsys):
+    assert main(["bench", "--mode", "generate"]) == 2
+    assert "log-likelihood" in capsys.readouterr().err
+
+
+def test_parity_with_and_without_prefix_sharing_on_every_perturbation(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "sharing.json"
+    code = main(["parity", f"--model={tiny_checkpoint}", "--dataset", "sample-en", "--limit", "3",
+                 "--prompts", "all", "--perturbations", "all", "--prefix-sharing", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert code == 0 and result["passed"]
+    assert result["label_agreement"] == 1.0 and result["max_abs_logprob_diff"] <= 1e-4
+    assert result["generations_identical"] == result["generations"] > 0
+    shared, whole = result["token_work"]["true"], result["token_work"]["false"]
+    assert shared["loglik"]["presented"] == whole["loglik"]["presented"] == whole["loglik"]["computed"]
+    assert shared["loglik"]["computed"] <= 0.5 * shared["loglik"]["presented"]
+    assert "tokens computed" in capsys.readouterr().out
 
 
 def test_bench_refuses_unknown_contenders(capsys):

@@ -48,17 +48,18 @@ def expand_cases(datasets: Sequence[LoadedDataset], perturbations: Sequence[str]
     for dataset in datasets:
         # presented[p][i]: item i under perturbation p, beside its source
         presented = [[(apply(perturbation, item, seed), item) for item in dataset.items] for perturbation in perturbations]
+        groups: dict[str, dict[tuple[int, int], str]] = {}
         for prompt in prompts:
-            by_language = library[prompt]
-            mode = next(iter(by_language.values())).mode
-            usable = [i for i, item in enumerate(dataset.items) if item.language in by_language]
-            group_of = _item_groups(dataset.name, prompt, usable, len(perturbations), group_size)
-            for p_index, perturbation in enumerate(perturbations):
-                for i in usable:
-                    shown, source = presented[p_index][i]
+            usable = [i for i, item in enumerate(dataset.items) if item.language in library[prompt]]
+            groups[prompt] = _item_groups(dataset.name, prompt, usable, len(perturbations), group_size)
+        for p_index, perturbation in enumerate(perturbations):
+            for prompt in prompts:
+                by_language = library[prompt]
+                mode = next(iter(by_language.values())).mode
+                for i, (shown, source) in enumerate(presented[p_index]):
                     if shown.language in by_language:
                         cases.append(Case(dataset.name, shown, source, perturbation, prompt, mode,
-                                          group_of[(i, p_index)]))
+                                          groups[prompt][(i, p_index)]))
     return cases
 
 

@@ -4,6 +4,9 @@ Reports the largest absolute difference of the raw next-token logits (full vocab
 prompt position), of the scored label log-probabilities, the predicted-label agreement, and for
 JSON prompts whether the generated text is identical. fp32 on CPU must agree on every label;
 fp16 on CUDA on at least 99.5% (fp16 rounding can swap near-ties).
+
+`--prefix-sharing` compares instead one backend with and without prefix sharing (the same labels and
+texts are required, and scores within 1e-4), and reports the tokens each computed.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from medgate.cases import Case, expand_cases
 from medgate.datasets import DatasetError, UnknownDataset, default_data_dir, load_dataset
 from medgate.models import ModelError, ModelRef, resolve_model
 from medgate.perturbations import resolve_set
+from medgate.prompts import MODES, select_prompts
 from medgate.predictor import ModelLoadError, Predictor, PredictorSettings
 from medgate.preparation import encode, prepare
 
 REQUIRED_AGREEMENT = {"cpu": 1.0, "cuda": 0.995}
+SHARING_TOLERANCE = 1e-4  # largest log-probability difference prefix sharing may make
 LOGIT_SAMPLE = 32  # prompts whose full logit vectors are compared
 
 
@@ -63,6 +68,37 @@ def compare_backends(model: ModelRef, cases: Sequence[Case], device: str, thread
     }
 
 
+def compare_prefix_sharing(model: ModelRef, cases: Sequence[Case], device: str, backend: str = "onnxruntime",
+                           threads: int | None = None) -> dict[str, Any]:
+    """The same backend run with and without prefix sharing, group by group as a run predicts them."""
+    dtype = "fp16" if device == "cuda" else "fp32"
+    groups: dict[str, list[Case]] = {}
+    for case in cases:
+        groups.setdefault(case.group, []).append(case)
+    records, work = {}, {}
+    for sharing in (True, False):
+        predictor = Predictor(PredictorSettings(model, BackendSettings(
+            name=backend, device=device, dtype=dtype, threads=threads, token_budget=1024 if device == "cpu" else 16384,
+            max_token_budget=1024 if device == "cpu" else 16384, prefix_sharing=sharing)))
+        records[sharing] = [record for group in groups.values() for record in predictor.predict(group)]
+        work[sharing] = {mode: dict(counts.__dict__) for mode, counts in predictor.backend.work.items()}  # type: ignore[attr-defined]
+    shared, whole = records[True], records[False]
+    scored = [(a, b) for a, b in zip(shared, whole) if a["mode"] == "loglik"]
+    generated = [(a, b) for a, b in zip(shared, whole) if a["mode"] == "generate"]
+    difference = max((abs(x - y) for a, b in scored for x, y in zip(a["scores"].values(), b["scores"].values())),
+                     default=0.0)
+    agree = sum(a["predicted_label"] == b["predicted_label"] for a, b in zip(shared, whole))
+    identical = sum(a["raw_output"] == b["raw_output"] for a, b in generated)
+    return {
+        "model": model.alias, "backend": backend, "device": device, "dtype": dtype, "cases": len(cases),
+        "label_agreement": agree / len(cases) if cases else 1.0, "max_abs_logprob_diff": difference,
+        "generations_identical": identical, "generations": len(generated), "token_work": work,
+        "disagreements": [{"case_id": a["case_id"], "shared": a["predicted_label"], "whole": b["predicted_label"]}
+                          for a, b in zip(shared, whole) if a["predicted_label"] != b["predicted_label"]][:50],
+        "passed": agree == len(cases) and identical == len(generated) and difference <= SHARING_TOLERANCE,
+    }
+
+
 def _logit_difference(predictors: dict[str, Predictor], cases: Sequence[Case]) -> float:
     """Largest raw logit difference over the whole vocabulary at the last position of some prompts."""
     ort = predictors["onnxruntime"]
@@ -91,6 +127,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", default="p0,j0", help="comma-separated prompt names (default p0,j0)")
     parser.add_argument("--perturbations", default="none", help="e.g. relabel_roman for multi-token labels")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--prefix-sharing", action="store_true",
+                        help="compare ONNX Runtime with and without prefix sharing instead of against torch")
     parser.add_argument("--out", type=Path)
 
 
@@ -104,12 +142,19 @@ def run(args: argparse.Namespace) -> int:
         datasets = [load_dataset(name, default_data_dir(args.data_dir), args.limit)
                     for name in args.dataset or ("sample-en", "sample-es")]
         prompts = [p.strip() for p in args.prompts.split(",") if p.strip()]
+        if args.prompts in ("all", "default"):
+            prompts = select_prompts(args.prompts, MODES)
         cases = expand_cases(datasets, resolve_set(args.perturbations), prompts, seed=0, group_size=64)
-        result = compare_backends(model, cases, args.device)
+        if args.prefix_sharing:
+            result = compare_prefix_sharing(model, cases, args.device)
+        else:
+            result = compare_backends(model, cases, args.device)
     except (ModelError, ModelLoadError, DatasetError, UnknownDataset, BackendUnavailable, ExportError,
             ValueError) as error:
         print(f"medgate parity: {error}", file=sys.stderr)
         return 2
+    if args.prefix_sharing:
+        return _print_sharing(result, args.out)
     passed = result["label_agreement"] >= result["required_agreement"]
     result["passed"] = passed
     print(f"{result['cases']} cases, {result['model']} on {result['execution_provider']} ({result['dtype']}) vs torch")
@@ -120,3 +165,18 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if passed else 1
+
+
+def _print_sharing(result: dict[str, Any], out: Path | None) -> int:
+    print(f"{result['cases']} cases, {result['model']} on {result['backend']} ({result['dtype']}), "
+          "prefix sharing against whole prompts")
+    print(f"  label agreement        {result['label_agreement']:.4%} (required 100%)")
+    print(f"  max |log-prob| diff    {result['max_abs_logprob_diff']:.3g} (allowed {SHARING_TOLERANCE:g})")
+    print(f"  identical generations  {result['generations_identical']}/{result['generations']}")
+    for mode, counts in result["token_work"][True].items():
+        if counts["presented"]:
+            print(f"  {mode:<8} tokens computed {counts['computed']:,} of {counts['presented']:,} presented "
+                  f"({counts['computed'] / counts['presented']:.3f})")
+    if out:
+        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return 0 if result["passed"] else 1
