@@ -120,6 +120,31 @@ def _truncate(ids: Sequence[int], limit: int) -> tuple[list[int], int]:
     return list(ids[len(ids) - limit:]), len(ids) - limit
 
 
+def score_rows(requests: Sequence[ScoreRequest], max_context: int
+               ) -> tuple[list[list[int]], list[int], list[tuple[int, int | None]], list[int]]:
+    """The rows a shared scoring pass runs: (token ids, logits wanted at its last n positions, its
+    (request, continuation) or (request, None) for all single-token continuations at once, and each
+    request's tokens dropped from the left)."""
+    rows: list[list[int]] = []
+    wanted: list[int] = []
+    owners: list[tuple[int, int | None]] = []
+    truncated = [0] * len(requests)
+    for r_index, request in enumerate(requests):
+        if all(len(c) == 1 for c in request.continuations):
+            ids, truncated[r_index] = _truncate(request.prompt_ids, max_context)
+            rows.append(ids)
+            wanted.append(1)
+            owners.append((r_index, None))
+            continue
+        for o_index, continuation in enumerate(request.continuations):
+            whole, dropped = _truncate(list(request.prompt_ids) + list(continuation), max_context + 1)
+            truncated[r_index] = max(truncated[r_index], dropped)
+            rows.append(whole[:-1])
+            wanted.append(len(continuation))
+            owners.append((r_index, o_index))
+    return rows, wanted, owners, truncated
+
+
 class Engine:
     def __init__(self, model: LogitsModel, policy: BatchPolicy | None = None, prefix_sharing: bool = True) -> None:
         self.model = model
@@ -198,23 +223,7 @@ class Engine:
     def _score_shared(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Every request's rows (a prompt; or prompt + continuation for multi-token ones) through their
         shared prefixes: a single-token request reads all labels at its prompt's last position."""
-        rows: list[list[int]] = []
-        wanted: list[int] = []
-        owners: list[tuple[int, int | None]] = []  # (request, continuation; None: all of them at one position)
-        truncated = [0] * len(requests)
-        for r_index, request in enumerate(requests):
-            if all(len(c) == 1 for c in request.continuations):
-                ids, truncated[r_index] = _truncate(request.prompt_ids, self.model.max_context)
-                rows.append(ids)
-                wanted.append(1)
-                owners.append((r_index, None))
-                continue
-            for o_index, continuation in enumerate(request.continuations):
-                whole, dropped = _truncate(list(request.prompt_ids) + list(continuation), self.model.max_context + 1)
-                truncated[r_index] = max(truncated[r_index], dropped)
-                rows.append(whole[:-1])
-                wanted.append(len(continuation))
-                owners.append((r_index, o_index))
+        rows, wanted, owners, truncated = score_rows(requests, self.model.max_context)
         sums = [[0.0] * len(r.continuations) for r in requests]
 
         def take(row: int, logprobs: np.ndarray) -> None:

@@ -216,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
                    for name in results if name != "medgate"},
         "eval_ratios": {name: round(results["medgate"]["eval_cases_per_s"] / results[name]["eval_cases_per_s"], 2)
                         for name in results if name != "medgate" and results[name]["eval_cases_per_s"]},
-        "agreement": agreement,
+        "agreement": agreement,  # per case, every pair of contenders
+        "agreement_with_medgate": {name: agreement[f"medgate~{name}"] for name in runs if name != "medgate"},
         "accuracy": {name: round(sum(p == case.item.answer for p, case in zip(r.predictions, workload.cases)) / n, 4)
                      for name, r in runs.items()},
     }
