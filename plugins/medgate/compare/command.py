@@ -21,7 +21,7 @@ from medgate.report.markdown import render_comparison_markdown
 FORMATS = ("md", "json", "html")
 
 
-def _alpha(text: str) -> float:
+def alpha_argument(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fail-on-regression", dest="rules", action="append", type=REGRESSION,
                         metavar="METRIC:MARGINpp", help="exit 1 when METRIC fell significantly by more than MARGIN "
                                                         "percentage points, e.g. accuracy:2pp; repeatable")
-    parser.add_argument("--alpha", type=_alpha, default=CompareSettings.alpha,
+    parser.add_argument("--alpha", type=alpha_argument, default=CompareSettings.alpha,
                         help=f"family-wise error rate for the Holm-corrected tests (default {CompareSettings.alpha})")
     parser.add_argument("--replicates", type=POSITIVE, default=CompareSettings.replicates, metavar="N",
                         help=f"bootstrap replicates per cell (default {CompareSettings.replicates})")

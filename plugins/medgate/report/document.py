@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from medgate.metrics import MetricValue
+from medgate.report.items_table import factored, is_report
 
-SCHEMA_VERSION = "1.0"
+# 2.0: each item's question and options once, in `items` (items_table.py); 1.0 had them on every case.
+SCHEMA_VERSION = "2.0"
+READABLE_SCHEMA_VERSIONS = ("1.0", "2.0")
 REPORTED_LIBRARIES = ("medgate", "pytest", "pytest-xdist", "onnxruntime", "onnxruntime-gpu", "onnx", "torch",
                       "transformers", "tokenizers", "optimum", "optimum-onnx", "numpy", "jsonschema")
 
@@ -112,9 +115,10 @@ def check_writable_target(path: Path) -> None:
 
 
 def write_json_atomic(document: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file beside `path` and rename: readers never see half a report."""
+    """Write to a temporary file beside `path` and rename: readers never see half a report. A run report
+    is written with its items table (question and options once per item, not on every case)."""
     # One write: json.dump would issue a write per token (100k+ calls for a large report).
-    text = json_text(document) + "\n"
+    text = json_text(factored(document) if is_report(document) else document) + "\n"
     _write_atomic(path, lambda handle: handle.write(text))
 
 
