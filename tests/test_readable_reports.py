@@ -123,7 +123,7 @@ def test_html_is_self_contained_and_escapes_item_text(reports):
     assert "&lt;script&gt;document.documentElement.setAttribute(&#x27;data-pwned&#x27;,&#x27;1&#x27;)&lt;/script&gt;" \
         in page  # the flipped-items table, escaped
     data = json.loads(parsed.script_bodies[0])
-    assert any(q.startswith(ATTACK) for q in data["questions"])  # intact once parsed as JSON
+    assert any(q.startswith(ATTACK) for q, _ in data["presented"])  # intact once parsed as JSON
     assert "</script" not in parsed.script_bodies[0] and "<script" not in parsed.script_bodies[0]
 
 
@@ -132,14 +132,18 @@ def test_html_draws_the_charts(reports):
     page = render_html(current, baseline)
     for kind in ("heatmap", "bars", "deltas"):
         assert f'class="chart chart-{kind}"' in page
-    assert page.count('class="chart chart-bars"') == 2  # stability and compliance
+    metrics = page.split('<section id="metrics">', 1)[1].split("</section>", 1)[0]
+    glance = page.split('<section id="at-a-glance">', 1)[1].split("</section>", 1)[0]
+    assert metrics.count('class="chart chart-bars"') == 2  # stability and compliance
+    assert glance.count('class="chart chart-bars"') == 2  # accuracy per prompt and per subject
+    assert glance.count('class="chart chart-positions"') == 4  # 2 datasets x 2 modes
 
 
 def test_html_case_table_data_is_compact_and_complete(reports):
     baseline, current = reports
     data = html_module._case_data(current, {c["case_id"]: c["predicted_label"] for c in baseline["cases"]})
     assert len(data["rows"]) == len(current["cases"])
-    assert len(data["questions"]) < len(current["cases"]) / 2  # shared by prompts and kept once
+    assert len(data["presented"]) < len(current["cases"]) / 2  # shared by prompts and kept once
     assert data["outcomes"] == ["correct", "wrong", "correct_to_wrong", "wrong_to_correct"]
 
 
