@@ -35,7 +35,8 @@ def medgate(*arguments: str) -> subprocess.CompletedProcess:
 def three_reports(suite, tiny_checkpoint, noisy_checkpoint, untrained_checkpoint) -> dict[str, Path]:
     paths = {}
     for name, model in (("tiny", "tiny"), ("noise", str(noisy_checkpoint)), ("untrained", str(untrained_checkpoint))):
-        result = suite.runpytest_subprocess(f"--model={model}", "--report", f"{name}.json", *NO_CACHE)
+        result = suite.runpytest_subprocess(f"--model={model}", "--report", f"{name}.json", "--mode=both",
+                                            "--perturbations=shuffle_options,typos", *NO_CACHE)
         assert result.ret in (0, 1), result.stdout.str()[-2000:]  # the degraded models fail gates; all cases run
         paths[name] = suite.path / f"{name}.json"
     return paths
@@ -144,3 +145,28 @@ def diff_cell(comparison: dict, cell: dict[str, str]) -> dict:
     assert pooled or len(matching) == 1, matching
     return (pooled or matching)[0]
 
+
+
+def test_incomparable_blocks_are_shown_as_such_and_left_out_of_the_family(tmp_path):
+    import numpy as np
+
+    from medgate.report import write_json_atomic
+    from report_factory import Design, Population, make_report, simulate_records
+
+    population = Population(Design(items=30, perturbations=("original", "shuffle")), seed=1)
+    paths = []
+    for name, version, seed in (("base", 1, 1), ("redefined", 2, 2)):
+        records = simulate_records(population, 1.0, np.random.default_rng(seed))
+        paths.append(tmp_path / f"{name}.json")
+        write_json_atomic(make_report(records, run_id=name, versions={"shuffle": version}), paths[-1])
+    out = tmp_path / "table.csv"
+    result = medgate("table", str(paths[1]), "--reference", str(paths[0]), "--format", "csv", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    compared = list(csv.DictReader(io.StringIO(out.read_text())))[1]
+    comparable = {name.rsplit(" ", 1)[0]: value for name, value in compared.items() if name.endswith(" comparable")}
+    blocked = [column for column, value in comparable.items() if value == "False"]
+    assert blocked and all("stability (shuffle)" in c or "worst-case" in c for c in blocked)
+    assert all(compared[f"{c} p"] == "" and compared[f"{c} significant"] == "False" for c in blocked)
+    assert any(value == "True" for value in comparable.values())  # accuracy on the originals still compared
+    markdown = medgate("table", str(paths[1]), "--reference", str(paths[0])).stdout
+    assert markdown.count("incomparable") >= len(blocked)

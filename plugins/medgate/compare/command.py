@@ -14,7 +14,7 @@ from medgate.compare.comparison import CORRECT_TO_WRONG, WRONG_TO_CORRECT, Compa
 from medgate.compare.regression import evaluate_rules
 from medgate.compare.reports import ReportError, load_report
 from medgate.options import POSITIVE, REGRESSION
-from medgate.report.document import json_text, write_text_atomic
+from medgate.report.document import emit_text, json_text
 from medgate.report.html import render_html
 from medgate.report.markdown import render_comparison_markdown
 
@@ -66,14 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rules:
         comparison["regressions"] = regressions
     text = _render(args.format, comparison, regressions, baseline, current)
-    if args.out is not None:
-        try:
-            write_text_atomic(text, args.out)
-        except OSError as error:
-            print(f"medgate diff: cannot write {args.out}: {error}", file=sys.stderr)
-            return 2
-    else:
-        sys.stdout.write(text)
+    if not emit_text(text, args.out, "medgate diff"):
+        return 2
     failed = [g for g in regressions if g["passed"] is False]
     flips = comparison["flips"]
     significant = sum(1 for c in comparison["cells"] if c.get("significant"))

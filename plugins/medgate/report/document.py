@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -124,6 +125,19 @@ def write_json_atomic(document: dict[str, Any], path: Path) -> None:
 
 def write_text_atomic(text: str, path: Path) -> None:
     _write_atomic(path, lambda handle: handle.write(text))
+
+
+def emit_text(text: str, out: Path | None, command: str) -> bool:
+    """A command's output: to `out` atomically, or to standard output; False (said on stderr) if unwritable."""
+    if out is None:
+        sys.stdout.write(text)
+        return True
+    try:
+        write_text_atomic(text, out)
+    except OSError as error:
+        print(f"{command}: cannot write {out}: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 def _write_atomic(path: Path, write: Callable[[TextIO], object]) -> None:

@@ -174,7 +174,8 @@ SCRIPT = """
         var i = at[q + "/" + p];
         if (i === undefined) { cell(row, "\\u2013"); return; }
         var o = data.rows[i];
-        var td = cell(row, answerText(o) + (o[7] ? " \\u2713" : " \\u2717") + " (gold " + o[5] + ")",
+        var lenient = o[11] === "generate" && o[12].l !== undefined && o[12].l !== o[6] ? ", lenient " + o[12].l : "";
+        var td = cell(row, answerText(o) + lenient + (o[7] ? " \\u2713" : " \\u2717") + " (gold " + o[5] + ")",
                       "sib" + (o[0] === r[0] ? " current" : ""));
         td.title = o[0];
         td.addEventListener("click", function () { openCase(o[0]); });

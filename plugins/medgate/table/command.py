@@ -14,7 +14,7 @@ from medgate.compare.command import alpha_argument
 from medgate.compare.comparison import CompareSettings
 from medgate.compare.reports import ReportError, load_report
 from medgate.options import POSITIVE
-from medgate.report.document import write_text_atomic
+from medgate.report.document import emit_text
 from medgate.table.build import build_table
 from medgate.table.render import RENDERERS
 
@@ -42,14 +42,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"medgate table: {error}", file=sys.stderr)
         return 2
     text = RENDERERS[args.format](table)
-    if args.out is not None:
-        try:
-            write_text_atomic(text, args.out)
-        except OSError as error:
-            print(f"medgate table: cannot write {args.out}: {error}", file=sys.stderr)
-            return 2
-    else:
-        sys.stdout.write(text)
+    if not emit_text(text, args.out, "medgate table"):
+        return 2
     significant = sum(1 for row in table.rows for entry in row.entries.values()
                       if entry.difference is not None and entry.difference.significant)
     print(f"medgate table: {len(table.rows)} model(s), {len(table.columns)} column(s)"
