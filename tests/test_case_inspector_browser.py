@@ -47,8 +47,9 @@ def dom_of(tmp_path: Path, page: Path, fragment: str = "") -> str:
     return result.stdout
 
 
-def screenshot(tmp_path: Path, page: Path, name: str, fragment: str = "", height: int = 2400) -> np.ndarray:
-    """The page at 1200 px wide; the file is kept for a person to look at."""
+def screenshot(tmp_path: Path, page: Path, name: str, fragment: str = "", height: int = 5000) -> np.ndarray:
+    """The page at 1200 px wide, tall enough to hold it unscrolled (headless chromium leaves what a scroll
+    moved above the viewport blank in a screenshot); the file is kept for a person to look at."""
     shot = tmp_path / f"{name}.png"
     browse(tmp_path, page, fragment, f"--screenshot={shot}", f"--window-size=1200,{height}", "--hide-scrollbars")
     assert shot.is_file()
@@ -77,6 +78,7 @@ def tiny_session(tmp_path_factory, tiny_checkpoint) -> tuple[dict, Path]:
         shutil.copy(source, folder / source.name)
     (folder / "pytest.ini").write_text("[pytest]\n")
     completed = subprocess.run([sys.executable, "-m", "pytest", "--mode=both", "--record-prompts", "--report=run.json",
+                                "--perturbations=shuffle_options",
                                 "-q", *NO_CACHE], cwd=folder, capture_output=True, text=True, check=False)
     assert completed.returncode in (0, 1), completed.stdout[-2000:]
     from session_reports import read_report

@@ -46,6 +46,7 @@ FLIPS_SHOWN = 200
 DELTAS_SHOWN = 80
 ROWS_SHOWN = 500  # the case table shows this many matches at a time; the filters narrow it down
 SUBJECTS_SHOWN = 40  # the most frequent subjects get a bar; the rest are in the JSON report
+SCORE_DIGITS = 4  # the inspector shows log-likelihoods to 3 decimals; the JSON report keeps them whole
 PROBABILITY_DIGITS = 9  # rounding error at most 5e-10 per option: the shown probabilities sum to 1 within 1e-8
 
 STYLE = """
@@ -405,7 +406,7 @@ def _case_detail(case: Mapping[str, Any]) -> dict[str, Any]:
     scores = case.get("scores")
     if isinstance(scores, dict):
         labels = [o["label"] for o in case["options_presented"]]
-        detail["s"] = [scores.get(label) for label in labels]
+        detail["s"] = [None if scores.get(label) is None else round(scores[label], SCORE_DIGITS) for label in labels]
         detail["p"] = [None if p is None else round(p, PROBABILITY_DIGITS)
                        for p in option_probabilities(scores, labels)]
     if case.get("mode") == "generate":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from medgate.compare.comparison import CompareSettings, compare_reports
@@ -149,9 +150,15 @@ def _difference(cell: Mapping[str, Any] | None) -> Difference | None:
                       p_value=cell["p_value"])
 
 
+def _short_alias(alias: str) -> str:
+    """A checkpoint given as a folder path is named by its folder; registry names and hub ids stay whole."""
+    return PurePath(alias).name or alias if alias.startswith(("/", ".", "~")) else alias
+
+
 def unique_labels(documents: Sequence[Mapping[str, Any]], paths: Sequence[str]) -> list[str]:
     """Each report's model alias; where two share one, the report's file name tells them apart."""
-    aliases = [str(((d.get("manifest") or {}).get("model") or {}).get("alias") or p) for d, p in zip(documents, paths)]
+    aliases = [_short_alias(str(((d.get("manifest") or {}).get("model") or {}).get("alias") or p))
+               for d, p in zip(documents, paths)]
     return [f"{alias} ({path})" if aliases.count(alias) > 1 else alias for alias, path in zip(aliases, paths)]
 
 
