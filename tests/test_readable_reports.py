@@ -168,3 +168,36 @@ def test_a_rendering_failure_is_reported_not_raised(tmp_path, reports, monkeypat
     written, errors = write_readable_outputs(broken, tmp_path / "run.json")
     assert not (tmp_path / "run.md").exists() and not (tmp_path / "run.html").exists()
     assert written == [] and len(errors) == 2 and "KeyError('flips')" in errors[0]
+
+
+@pytest.mark.parametrize(("output", "kind"), [
+    ("A. Renal papillary necrosis", "label only"),
+    ("(B)", "label only"),
+    ("C", "label only"),
+    ("A patient with these findings most likely has renal papillary necrosis.", "prose"),
+    ('{"choice": "A"}', "wrong key"),
+    ('{"answer": "A", "why": "because"}', "wrong key"),
+    ('{"answer": "Z"}', "invalid answer"),
+    ('{"answer": "A', "invalid JSON"),
+    ("   ", "empty"),
+])
+def test_compliance_failures_are_grouped_by_what_the_reply_was(output, kind):
+    from medgate.report.glance import failure_kind
+
+    assert failure_kind({"raw_output": output}) == kind
+
+
+def test_glance_counts_positions_and_failures_from_the_cases():
+    from medgate.report.glance import compliance_failures, option_probabilities, position_profiles
+
+    options = [{"label": label, "text": label.lower()} for label in "ABCD"]
+    cases = [{"case_id": f"d/{i}/original/j0", "dataset": "d", "mode": "generate", "options_presented": options,
+              "gold_label": "ABCD"[i % 4], "lenient_answer": "A" if i < 9 else None, "schema_valid": i == 0,
+              "raw_output": "A. a" if i else '{"answer": "A"}'} for i in range(10)]
+    (profile,) = position_profiles(cases)
+    assert profile.chosen == [0.9, 0.0, 0.0, 0.0] and profile.unanswered == pytest.approx(0.1)
+    assert profile.gold == [0.3, 0.3, 0.2, 0.2]
+    generated, groups = compliance_failures(cases)
+    assert generated == 10 and [(g.kind, g.count) for g in groups] == [("label only", 9)]
+    probabilities = option_probabilities({"A": -0.1, "B": -3.0, "C": None, "D": -1e9}, "ABCD")
+    assert probabilities[2] is None and sum(p for p in probabilities if p is not None) == pytest.approx(1, abs=1e-12)
