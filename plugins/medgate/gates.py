@@ -118,7 +118,7 @@ def load_thresholds(path: Path, overrides: Iterable[tuple[str, float]] = ()) -> 
 def _check_values(path: Path, metric: str, rule: Mapping[str, Any]) -> None:
     """Every threshold a number in [0, upper], as on the command line: `nan` would pass every gate."""
     bound, upper = CATALOGUE[metric].bound, CATALOGUE[metric].upper
-    values = [(bound, rule[bound])]
+    values: list[tuple[str, Any]] = [(bound, rule[bound])]
     for table in ("by_perturbation", "by_dataset"):
         overrides = rule.get(table, {})
         if not isinstance(overrides, dict):

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from medgate.gates import GateRecord
 from medgate.metrics import ALL, ORIGINAL, Combo, TwinPair
 from medgate.metrics.catalogue import CATALOGUE, PAIRED
 from medgate.metrics.scopes import blocks
@@ -122,7 +123,7 @@ class RegressionVerdict:
     regressed: tuple[Mapping[str, Any], ...]
     message: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> GateRecord:
         h = self.headline or {}
         return {
             "kind": "regression",

@@ -81,7 +81,9 @@ def calibration(records: Sequence[CaseRecord]) -> list[Statistic]:
     for (dataset, perturbation, mode), block in sorted(group(scored, "dataset", "perturbation", "mode").items()):
         by_prompt = group(block, "prompt")
         for prompt, cases in [*((p, c) for (p,), c in sorted(by_prompt.items())), (ALL, block)]:
-            rows = [row for row in map(option_probabilities, cases) if row is not None]
+            # In case-id order: the resamples (and so the interval) do not depend on the order cases arrived in.
+            ordered = sorted(cases, key=lambda r: r.get("case_id", ""))
+            rows = [row for row in map(option_probabilities, ordered) if row is not None]
             combos = frozenset(combo_of(r) for r in cases)
             cells = [(name, dataset, perturbation, prompt, mode) for name in ("ece", "brier")]
             if not rows:

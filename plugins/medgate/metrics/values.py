@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import NotRequired, TypedDict
 
 from medgate.stats import wilson_interval
 
@@ -14,6 +14,22 @@ Combo = tuple[str, str, str, str]  # dataset, perturbation, prompt, mode: one bl
 Block = tuple[str, str, str]  # dataset, perturbation, mode: what one gate covers
 Unit = tuple[str, ...]
 Ratio = tuple[int, int]  # numerator, denominator
+
+
+class MetricRecord(TypedDict):
+    """A metric cell as the report stores it (fixtures/schemas/report.schema.json, `metric`)."""
+
+    name: str
+    dataset: str
+    perturbation: str
+    prompt: str
+    mode: str
+    value: float | None
+    n: int
+    ci_low: float | None
+    ci_high: float | None
+    successes: int | None
+    p_value: NotRequired[float]
 
 
 @dataclass(frozen=True)
@@ -34,10 +50,12 @@ class MetricValue:
     def cell(self) -> Cell:
         return self.name, self.dataset, self.perturbation, self.prompt, self.mode
 
-    def to_dict(self) -> dict[str, Any]:
-        entry = asdict(self)
-        if self.p_value is None:
-            del entry["p_value"]
+    def to_dict(self) -> MetricRecord:
+        entry: MetricRecord = {"name": self.name, "dataset": self.dataset, "perturbation": self.perturbation,
+                               "prompt": self.prompt, "mode": self.mode, "value": self.value, "n": self.n,
+                               "ci_low": self.ci_low, "ci_high": self.ci_high, "successes": self.successes}
+        if self.p_value is not None:
+            entry["p_value"] = self.p_value
         return entry
 
 
