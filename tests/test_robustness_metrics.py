@@ -276,3 +276,18 @@ def test_a_comparison_pairs_the_new_proportions_and_shows_the_statistics_without
     bias = cells[("position_bias", "rotate_1", "p0")]
     assert bias["baseline"] == 0.0 and bias["current"] == pytest.approx(0.6)
     assert bias["p_value"] is None and bias["worse"] is None and bias["ci_low"] is None
+
+
+def test_the_readme_and_the_schema_define_every_catalogued_metric():
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    metrics_section = readme.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    schema = json.loads((root / "fixtures" / "schemas" / "report.schema.json").read_text(encoding="utf-8"))
+    described = schema["$defs"]["metric"]["properties"]["name"]["description"]
+    for name, spec in CATALOGUE.items():
+        assert f"`{name}`" in metrics_section, name
+        assert name in described, name
+        assert spec.definition
