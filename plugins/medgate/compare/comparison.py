@@ -17,6 +17,8 @@ from typing import Any
 
 from medgate.compare.compatibility import incomparable_combos, index_cases, intersect
 from medgate.compare.outcomes import PAIRED, Cell, CellUnits, Combo, Record, Statistic, combo_of, statistics, unit_outcomes
+from medgate.metrics import ALL
+from medgate.metrics.catalogue import CATALOGUE
 from medgate.stats import holm_adjust, mcnemar_exact, paired_bootstrap_interval
 
 CORRECT_TO_WRONG = "correct_to_wrong"
@@ -79,6 +81,12 @@ def _compare_cell(cell: Cell, a: CellUnits, b: CellUnits, settings: CompareSetti
         "ci_low": _round(interval[0]) if interval else None, "ci_high": _round(interval[1]) if interval else None,
         "worse": worse, "better": better, "p_value": p_value, "p_adjusted": None, "significant": False,
     }
+
+
+def _repeats_one_prompt(statistic: Statistic) -> bool:
+    """An all-prompt statistic over a single prompt is that prompt's cell again (as CellUnits.redundant)."""
+    metric, _, _, prompt, _ = statistic.value.cell
+    return prompt == ALL and not CATALOGUE[metric].across_prompts and len({c[2] for c in statistic.combos}) <= 1
 
 
 def _compare_statistic(a: Statistic, b: Statistic) -> dict[str, Any]:
@@ -153,6 +161,8 @@ def compare_reports(baseline: Mapping[str, Any], current: Mapping[str, Any],
     stats_b = {s.value.cell: s for s in statistics([new for _, new in pairs])}
     for cell in sorted(stats_a.keys() & stats_b.keys()):
         a_stat, b_stat = stats_a[cell], stats_b[cell]
+        if _repeats_one_prompt(a_stat) and _repeats_one_prompt(b_stat):
+            continue
         reasons = sorted({reason for combo in a_stat.combos | b_stat.combos for reason in blocked.get(combo, [])})
         cells.append(_incomparable_cell(cell, reasons) if reasons else _compare_statistic(a_stat, b_stat))
 
