@@ -111,7 +111,3 @@ _SPECS = (
 )
 CATALOGUE: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
 PAIRED = frozenset(name for name, spec in CATALOGUE.items() if spec.paired)
-
-
-def spec_of(name: str) -> MetricSpec:
-    return CATALOGUE[name]
