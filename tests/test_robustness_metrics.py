@@ -291,3 +291,11 @@ def test_the_readme_and_the_schema_define_every_catalogued_metric():
         assert f"`{name}`" in metrics_section, name
         assert name in described, name
         assert spec.definition
+
+
+def test_calibration_over_all_prompts_of_a_single_prompt_repeats_its_cell():
+    log = math.log
+    records = [case(str(i), 0, i % 2, options=2, scores=[log(0.6 + i / 50), log(0.4 - i / 50)]) for i in range(10)]
+    for name in ("ece", "brier"):
+        one, pooled = value(records, name), value(records, name, prompt=ALL)
+        assert (pooled.value, pooled.n, pooled.ci_low, pooled.ci_high) == (one.value, one.n, one.ci_low, one.ci_high)

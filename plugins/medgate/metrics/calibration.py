@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 
 from medgate.metrics.records import CaseRecord
-from medgate.metrics.units import combo_of, group
+from medgate.metrics.units import combo_of, each_prompt_and_all, group
 from medgate.metrics.values import ALL, MetricValue, Statistic
 
 BINS = 10
@@ -75,28 +76,32 @@ def _bootstrap(confidences: list[float], correct: list[bool], squared_errors: li
     return (float(low_e), float(high_e)), (float(low_b), float(high_b))
 
 
+def _calibration_cells(dataset: str, perturbation: str, prompt: str, mode: str,
+                       cases: Sequence[CaseRecord]) -> list[Statistic]:
+    combos = frozenset(combo_of(r) for r in cases)
+    cells = [(name, dataset, perturbation, prompt, mode) for name in ("ece", "brier")]
+    # In case-id order: the resamples (and so the interval) do not depend on the order cases arrived in.
+    ordered = sorted(cases, key=lambda r: r.get("case_id", ""))
+    rows = [row for row in map(option_probabilities, ordered) if row is not None]
+    if not rows:
+        return [Statistic(MetricValue(*cell, None, 0, None, None, None), combos) for cell in cells]
+    confidences = [probabilities[chosen] for probabilities, chosen, _ in rows]
+    correct = [chosen == gold for _, chosen, gold in rows]
+    squared = [brier_score([probabilities], [gold]) for probabilities, _, gold in rows]
+    values = (expected_calibration_error(confidences, correct), sum(squared) / len(squared))
+    intervals = _bootstrap(confidences, correct, squared, zlib.crc32("|".join(cells[0]).encode("utf-8")))
+    return [Statistic(MetricValue(*cell, round(value, 6), len(rows), round(low, 6), round(high, 6), None), combos)
+            for cell, value, (low, high) in zip(cells, values, intervals)]
+
+
 def calibration(records: Sequence[CaseRecord]) -> list[Statistic]:
     found: list[Statistic] = []
     scored = [r for r in records if r["mode"] == "loglik"]
     for (dataset, perturbation, mode), block in sorted(group(scored, "dataset", "perturbation", "mode").items()):
-        by_prompt = group(block, "prompt")
-        for prompt, cases in [*((p, c) for (p,), c in sorted(by_prompt.items())), (ALL, block)]:
-            # In case-id order: the resamples (and so the interval) do not depend on the order cases arrived in.
-            ordered = sorted(cases, key=lambda r: r.get("case_id", ""))
-            rows = [row for row in map(option_probabilities, ordered) if row is not None]
-            combos = frozenset(combo_of(r) for r in cases)
-            cells = [(name, dataset, perturbation, prompt, mode) for name in ("ece", "brier")]
-            if not rows:
-                found += [Statistic(MetricValue(*cell, None, 0, None, None, None), combos) for cell in cells]
+        per_prompt = each_prompt_and_all(block)
+        for prompt, cases in per_prompt:
+            if prompt == ALL and len(per_prompt) == 2:  # one prompt: `*` holds the same cases, and values
+                found += [Statistic(replace(s.value, prompt=ALL), s.combos) for s in found[-2:]]
                 continue
-            confidences = [probabilities[chosen] for probabilities, chosen, _ in rows]
-            correct = [chosen == gold for _, chosen, gold in rows]
-            squared = [brier_score([probabilities], [gold]) for probabilities, _, gold in rows]
-            ece = expected_calibration_error(confidences, correct)
-            brier = sum(squared) / len(squared)
-            seed = zlib.crc32("|".join(cells[0]).encode("utf-8"))
-            intervals = _bootstrap(confidences, correct, squared, seed)
-            for cell, value, (low, high) in zip(cells, (ece, brier), intervals):
-                found.append(Statistic(MetricValue(*cell, round(value, 6), len(rows), round(low, 6), round(high, 6),
-                                                   None), combos))
+            found += _calibration_cells(dataset, perturbation, prompt, mode, cases)
     return found

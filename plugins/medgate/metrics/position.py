@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from medgate.metrics.records import CaseRecord
-from medgate.metrics.units import combo_of, group
+from medgate.metrics.units import combo_of, each_prompt_and_all, group
 from medgate.metrics.values import ALL, ORIGINAL, MetricValue, Statistic
 from medgate.perturbations.answer_options import reorders_only
 from medgate.stats import chi_square_sf
@@ -58,8 +58,7 @@ def goodness_of_fit(chosen: Sequence[int], gold: Sequence[int]) -> tuple[float, 
 def position_bias(records: Sequence[CaseRecord]) -> list[Statistic]:
     found: list[Statistic] = []
     for (dataset, perturbation, mode), block in sorted(group(records, "dataset", "perturbation", "mode").items()):
-        by_prompt = group(block, "prompt")
-        for prompt, cases in [*((p, c) for (p,), c in sorted(by_prompt.items())), (ALL, block)]:
+        for prompt, cases in each_prompt_and_all(block):
             pairs = [found_pair for found_pair in map(_positions, cases) if found_pair is not None]
             cell = ("position_bias", dataset, perturbation, prompt, mode)
             if not pairs:
@@ -77,8 +76,7 @@ def order_sensitivity_gap(records: Sequence[CaseRecord]) -> list[Statistic]:
     for (dataset, mode), block in sorted(group(orderings, "dataset", "mode").items()):
         if len({r["perturbation"] for r in block}) < 2:
             continue
-        by_prompt = group(block, "prompt")
-        for prompt, cases in [*((p, c) for (p,), c in sorted(by_prompt.items())), (ALL, block)]:
+        for prompt, cases in each_prompt_and_all(block):
             accuracies = [sum(bool(r["correct"]) for r in ran) / len(ran)
                           for ran in group(cases, "perturbation").values()]
             cell = ("order_sensitivity_gap", dataset, ALL, prompt, mode)

@@ -93,6 +93,12 @@ def group(records: Iterable[CaseRecord], *keys: str) -> dict[tuple[Any, ...], li
     return groups
 
 
+def each_prompt_and_all(block: Sequence[CaseRecord]) -> list[tuple[str, list[CaseRecord]]]:
+    """A block's cases under each of its prompts, in order, then all of them under `*`."""
+    by_prompt = group(block, "prompt")
+    return [*((prompt, cases) for (prompt,), cases in sorted(by_prompt.items())), (ALL, list(block))]
+
+
 def per_case(records: Sequence[CaseRecord], cells: Cells) -> None:
     """accuracy, and in generate mode lenient_accuracy and compliance: one unit per case."""
     # The hot loop of a comparison (once per case and cell): it fills the units directly.
