@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from medgate.gates import GateRecord
+from medgate.gates import GateKind, GateRecord
 from medgate.metrics import ALL, ORIGINAL, Combo, TwinPair
 from medgate.metrics.catalogue import CATALOGUE, PAIRED
 from medgate.metrics.scopes import blocks
@@ -122,11 +122,12 @@ class RegressionVerdict:
     headline: Mapping[str, Any] | None  # the compared cell the row shows
     regressed: tuple[Mapping[str, Any], ...]
     message: str
+    kind: GateKind = "regression"
 
     def to_dict(self) -> GateRecord:
         h = self.headline or {}
         return {
-            "kind": "regression",
+            "kind": self.kind,
             "name": f"regression:{self.cell.gate_id}",
             "metric": self.cell.metric,
             "dataset": self.cell.dataset,
