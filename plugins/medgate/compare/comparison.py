@@ -157,8 +157,9 @@ def compare_reports(baseline: Mapping[str, Any], current: Mapping[str, Any],
             continue
         reasons = sorted({reason for combo in a.combos | b.combos for reason in blocked.get(combo, [])})
         cells.append(_incomparable_cell(cell, reasons) if reasons else _compare_cell(cell, a, b, settings))
-    stats_a = {s.value.cell: s for s in statistics([old for old, _ in pairs])}
-    stats_b = {s.value.cell: s for s in statistics([new for _, new in pairs])}
+    # Statistics are compared by their two values: their own intervals are not needed here.
+    stats_a = {s.value.cell: s for s in statistics([old for old, _ in pairs], intervals=False)}
+    stats_b = {s.value.cell: s for s in statistics([new for _, new in pairs], intervals=False)}
     for cell in sorted(stats_a.keys() & stats_b.keys()):
         a_stat, b_stat = stats_a[cell], stats_b[cell]
         if _repeats_one_prompt(a_stat) and _repeats_one_prompt(b_stat):

@@ -76,12 +76,12 @@ def _bootstrap(confidences: list[float], correct: list[bool], squared_errors: li
     return (float(low_e), float(high_e)), (float(low_b), float(high_b))
 
 
-def _calibration_cells(dataset: str, perturbation: str, prompt: str, mode: str,
-                       cases: Sequence[CaseRecord]) -> list[Statistic]:
+def _calibration_cells(dataset: str, perturbation: str, prompt: str, mode: str, cases: Sequence[CaseRecord],
+                       intervals: bool) -> list[Statistic]:
     combos = frozenset(combo_of(r) for r in cases)
     cells = [(name, dataset, perturbation, prompt, mode) for name in ("ece", "brier")]
     # In case-id order: the resamples (and so the interval) do not depend on the order cases arrived in.
-    ordered = sorted(cases, key=lambda r: r.get("case_id", ""))
+    ordered = sorted(cases, key=lambda r: r.get("case_id", "")) if intervals else cases
     rows = [row for row in map(option_probabilities, ordered) if row is not None]
     if not rows:
         return [Statistic(MetricValue(*cell, None, 0, None, None, None), combos) for cell in cells]
@@ -89,12 +89,15 @@ def _calibration_cells(dataset: str, perturbation: str, prompt: str, mode: str,
     correct = [chosen == gold for _, chosen, gold in rows]
     squared = [brier_score([probabilities], [gold]) for probabilities, _, gold in rows]
     values = (expected_calibration_error(confidences, correct), sum(squared) / len(squared))
-    intervals = _bootstrap(confidences, correct, squared, zlib.crc32("|".join(cells[0]).encode("utf-8")))
+    if not intervals:
+        return [Statistic(MetricValue(*cell, round(value, 6), len(rows), None, None, None), combos)
+                for cell, value in zip(cells, values)]
+    bounds = _bootstrap(confidences, correct, squared, zlib.crc32("|".join(cells[0]).encode("utf-8")))
     return [Statistic(MetricValue(*cell, round(value, 6), len(rows), round(low, 6), round(high, 6), None), combos)
-            for cell, value, (low, high) in zip(cells, values, intervals)]
+            for cell, value, (low, high) in zip(cells, values, bounds)]
 
 
-def calibration(records: Sequence[CaseRecord]) -> list[Statistic]:
+def calibration(records: Sequence[CaseRecord], intervals: bool = True) -> list[Statistic]:
     found: list[Statistic] = []
     scored = [r for r in records if r["mode"] == "loglik"]
     for (dataset, perturbation, mode), block in sorted(group(scored, "dataset", "perturbation", "mode").items()):
@@ -103,5 +106,5 @@ def calibration(records: Sequence[CaseRecord]) -> list[Statistic]:
             if prompt == ALL and len(per_prompt) == 2:  # one prompt: `*` holds the same cases, and values
                 found += [Statistic(replace(s.value, prompt=ALL), s.combos) for s in found[-2:]]
                 continue
-            found += _calibration_cells(dataset, perturbation, prompt, mode, cases)
+            found += _calibration_cells(dataset, perturbation, prompt, mode, cases, intervals)
     return found

@@ -16,7 +16,8 @@ from medgate.metrics.scopes import Scope
 from medgate.metrics.units import UnitComputation
 from medgate.metrics.values import Statistic
 
-StatisticComputation = Callable[[Sequence[CaseRecord]], list[Statistic]]
+# records, and whether to compute intervals too (a comparison compares the values only)
+StatisticComputation = Callable[[Sequence[CaseRecord], bool], list[Statistic]]
 UnitKind = Literal["case", "item", "twin pair"]
 Direction = Literal["higher", "lower"]
 

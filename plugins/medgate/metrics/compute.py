@@ -19,12 +19,12 @@ def unit_outcomes(records: Sequence[CaseRecord]) -> dict[Cell, CellUnits]:
     return dict(cells)
 
 
-def statistics(records: Sequence[CaseRecord]) -> list[Statistic]:
-    """The values of every metric that is not a sum of units."""
+def statistics(records: Sequence[CaseRecord], intervals: bool = True) -> list[Statistic]:
+    """The values of every metric that is not a sum of units (with their intervals, where they have one)."""
     cases = usable(records)
     found: list[Statistic] = []
     for computation in dict.fromkeys(spec.statistic for spec in CATALOGUE.values() if spec.statistic is not None):
-        found += computation(cases)
+        found += computation(cases, intervals)
     return found
 
 

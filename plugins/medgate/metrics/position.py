@@ -55,7 +55,7 @@ def goodness_of_fit(chosen: Sequence[int], gold: Sequence[int]) -> tuple[float, 
     return distance, chi_square_sf(statistic, len(cells) - 1)
 
 
-def position_bias(records: Sequence[CaseRecord]) -> list[Statistic]:
+def position_bias(records: Sequence[CaseRecord], intervals: bool = True) -> list[Statistic]:
     found: list[Statistic] = []
     for (dataset, perturbation, mode), block in sorted(group(records, "dataset", "perturbation", "mode").items()):
         for prompt, cases in each_prompt_and_all(block):
@@ -70,7 +70,7 @@ def position_bias(records: Sequence[CaseRecord]) -> list[Statistic]:
     return found
 
 
-def order_sensitivity_gap(records: Sequence[CaseRecord]) -> list[Statistic]:
+def order_sensitivity_gap(records: Sequence[CaseRecord], intervals: bool = True) -> list[Statistic]:
     orderings = [r for r in records if r["perturbation"] == ORIGINAL or reorders_only(r["perturbation"])]
     found: list[Statistic] = []
     for (dataset, mode), block in sorted(group(orderings, "dataset", "mode").items()):

@@ -13,7 +13,7 @@ from medgate.metrics.units import combo_of, group
 from medgate.metrics.values import ALL, MetricValue, Statistic
 
 
-def prompt_sensitivity(records: Sequence[CaseRecord]) -> list[Statistic]:
+def prompt_sensitivity(records: Sequence[CaseRecord], intervals: bool = True) -> list[Statistic]:
     found: list[Statistic] = []
     for (dataset, perturbation, mode), block in sorted(group(records, "dataset", "perturbation", "mode").items()):
         by_prompt = group(block, "prompt")
