@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from medgate.metrics.records import CaseRecord
 from medgate.metrics.units import combo_of, each_prompt_and_all, group
-from medgate.metrics.values import ALL, MetricValue, Statistic
+from medgate.metrics.values import ALL, Cell, Combo, MetricValue, Statistic
 
 BINS = 10
 REPLICATES = 1000
@@ -50,9 +50,9 @@ def expected_calibration_error(confidences: Sequence[float], correct: Sequence[b
                for members in bins if members)
 
 
-def brier_score(probabilities: Sequence[Sequence[float]], gold: Sequence[int]) -> float:
-    return sum(sum((p - (1.0 if index == answer else 0.0)) ** 2 for index, p in enumerate(row))
-               for row, answer in zip(probabilities, gold)) / len(gold)
+def squared_error(probabilities: Sequence[float], gold: int) -> float:
+    """One case's Brier term: the sum over options of (probability - 1 if gold else 0)^2."""
+    return sum((p - (1.0 if index == gold else 0.0)) ** 2 for index, p in enumerate(probabilities))
 
 
 def _bootstrap(confidences: list[float], correct: list[bool], squared_errors: list[float],
@@ -76,18 +76,26 @@ def _bootstrap(confidences: list[float], correct: list[bool], squared_errors: li
     return (float(low_e), float(high_e)), (float(low_b), float(high_b))
 
 
-def _calibration_cells(dataset: str, perturbation: str, prompt: str, mode: str, cases: Sequence[CaseRecord],
+CaseCalibration = tuple[str, float, bool, float]  # case id, confidence, right, squared error
+
+
+def case_calibration(record: CaseRecord) -> CaseCalibration | None:
+    found = option_probabilities(record)
+    if found is None:
+        return None
+    probabilities, chosen, gold = found
+    return record.get("case_id", ""), probabilities[chosen], chosen == gold, squared_error(probabilities, gold)
+
+
+def _calibration_cells(cells: list[Cell], rows: list[CaseCalibration], combos: frozenset[Combo],
                        intervals: bool) -> list[Statistic]:
-    combos = frozenset(combo_of(r) for r in cases)
-    cells = [(name, dataset, perturbation, prompt, mode) for name in ("ece", "brier")]
-    # In case-id order: the resamples (and so the interval) do not depend on the order cases arrived in.
-    ordered = sorted(cases, key=lambda r: r.get("case_id", "")) if intervals else cases
-    rows = [row for row in map(option_probabilities, ordered) if row is not None]
     if not rows:
         return [Statistic(MetricValue(*cell, None, 0, None, None, None), combos) for cell in cells]
-    confidences = [probabilities[chosen] for probabilities, chosen, _ in rows]
-    correct = [chosen == gold for _, chosen, gold in rows]
-    squared = [brier_score([probabilities], [gold]) for probabilities, _, gold in rows]
+    if intervals:  # in case-id order: the resamples do not depend on the order the cases arrived in
+        rows = sorted(rows)
+    confidences = [confidence for _, confidence, _, _ in rows]
+    correct = [right for _, _, right, _ in rows]
+    squared = [error for _, _, _, error in rows]
     values = (expected_calibration_error(confidences, correct), sum(squared) / len(squared))
     if not intervals:
         return [Statistic(MetricValue(*cell, round(value, 6), len(rows), None, None, None), combos)
@@ -102,9 +110,13 @@ def calibration(records: Sequence[CaseRecord], intervals: bool = True) -> list[S
     scored = [r for r in records if r["mode"] == "loglik"]
     for (dataset, perturbation, mode), block in sorted(group(scored, "dataset", "perturbation", "mode").items()):
         per_prompt = each_prompt_and_all(block)
+        if len(per_prompt) == 2:  # one prompt: `*` holds the same cases, and so the same values
+            per_prompt = per_prompt[:1]
+        summaries = {id(r): case_calibration(r) for r in block}  # once per case, not again for `*`
         for prompt, cases in per_prompt:
-            if prompt == ALL and len(per_prompt) == 2:  # one prompt: `*` holds the same cases, and values
-                found += [Statistic(replace(s.value, prompt=ALL), s.combos) for s in found[-2:]]
-                continue
-            found += _calibration_cells(dataset, perturbation, prompt, mode, cases, intervals)
+            cells = [(name, dataset, perturbation, prompt, mode) for name in ("ece", "brier")]
+            rows = [row for row in (summaries[id(r)] for r in cases) if row is not None]
+            found += _calibration_cells(cells, rows, frozenset(combo_of(r) for r in cases), intervals)
+        if len(per_prompt) == 1:
+            found += [Statistic(replace(s.value, prompt=ALL), s.combos) for s in found[-2:]]
     return found

@@ -58,8 +58,9 @@ def goodness_of_fit(chosen: Sequence[int], gold: Sequence[int]) -> tuple[float, 
 def position_bias(records: Sequence[CaseRecord], intervals: bool = True) -> list[Statistic]:
     found: list[Statistic] = []
     for (dataset, perturbation, mode), block in sorted(group(records, "dataset", "perturbation", "mode").items()):
+        positions = {id(r): _positions(r) for r in block}  # once per case, not again for `*`
         for prompt, cases in each_prompt_and_all(block):
-            pairs = [found_pair for found_pair in map(_positions, cases) if found_pair is not None]
+            pairs = [found_pair for found_pair in (positions[id(r)] for r in cases) if found_pair is not None]
             cell = ("position_bias", dataset, perturbation, prompt, mode)
             if not pairs:
                 value = MetricValue(*cell, None, 0, None, None, None)
