@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from medgate.compare.comparison import CORRECT_TO_WRONG, WRONG_TO_CORRECT, CompareSettings, compare_reports, headers
 from medgate.compare.regression import evaluate_rules
+from medgate.gates import GateRecord
 from medgate.compare.reports import ReportError, load_report
 from medgate.options import POSITIVE, REGRESSION
 from medgate.report.document import emit_text, json_text
@@ -43,13 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=CompareSettings.seed, help="bootstrap seed (default 0)")
 
 
-def _render(fmt: str, comparison: dict[str, Any], regressions: list[dict[str, Any]], baseline: dict[str, Any],
+def _render(fmt: str, comparison: dict[str, Any], regressions: Sequence[GateRecord], baseline: dict[str, Any],
             current: dict[str, Any]) -> str:
     if fmt == "json":
         return json_text(comparison) + "\n"
     if fmt == "md":
         return render_comparison_markdown(comparison, regressions) + "\n"
-    gates = [g for g in current.get("gates", []) if g.get("kind") != "regression"] + regressions
+    gates = [g for g in current.get("gates", []) if g.get("kind") != "regression"] + list(regressions)
     return render_html({**current, "gates": gates, "comparison": comparison}, baseline)
 
 

@@ -14,7 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
-from medgate.metrics import MetricValue
+from medgate.gates import GateRecord
+from medgate.metrics import CaseRecord, MetricValue
 from medgate.report.items_table import factored, is_report
 
 # 2.0: each item's question and options once, in `items` (items_table.py); 1.0 had them on every case.
@@ -46,8 +47,8 @@ def report_status(exit_status: int, missing_cases: int) -> str:
     return "passed" if exit_status == 0 else "failed"
 
 
-def build_report(*, run_id: str, status: str, manifest: dict[str, Any], cases: Sequence[dict[str, Any]],
-                 missing_cases: Sequence[str], metrics: Sequence[MetricValue], gates: Sequence[dict[str, Any]],
+def build_report(*, run_id: str, status: str, manifest: dict[str, Any], cases: Sequence[CaseRecord],
+                 missing_cases: Sequence[str], metrics: Sequence[MetricValue], gates: Sequence[GateRecord],
                  comparison: dict[str, Any] | None = None, warnings: Sequence[str] = (),
                  errors: Sequence[str] = ()) -> dict[str, Any]:
     failed = [g for g in gates if g["passed"] is False]

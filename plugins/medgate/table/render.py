@@ -120,7 +120,7 @@ CSV_FIELDS = ("value", "ci_low", "ci_high", "n", "delta", "delta_ci_low", "delta
 
 def _csv_fields(entry: Entry) -> list[object]:
     value, difference = entry.value, entry.difference
-    own = [value.value, value.ci_low, value.ci_high, value.n] if value is not None else [None] * 4
+    own: list[object] = [value.value, value.ci_low, value.ci_high, value.n] if value is not None else [None] * 4
     if difference is None:
         return own + [None] * 7
     return own + [difference.delta, difference.ci_low, difference.ci_high, difference.p_value,
