@@ -29,6 +29,7 @@ sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "tests")]  # the factory is sh
 import numpy as np  # noqa: E402
 from report_factory import Design, Population, make_report, simulate_records  # noqa: E402
 
+from medgate.compare import load_report  # noqa: E402
 from medgate.report import write_json_atomic  # noqa: E402
 from medgate.report.readable import write_readable_outputs  # noqa: E402
 
@@ -47,18 +48,23 @@ def _size(path: Path) -> str:
     return f"{_bytes(len(raw))} ({_bytes(len(gzip.compress(raw, compresslevel=6)))} gzipped)"
 
 
-def _time(command: list[str], repeat: int) -> tuple[float, float, int]:
-    walls, codes = [], set()
+def _time(command: list[str], repeat: int) -> tuple[float, float, float, int]:
+    """Median wall and CPU (user + system) seconds over `repeat` fresh processes; peak memory; the exit code.
+    CPU time is reported beside wall time because on a shared, loaded machine wall time waits for the others."""
+    walls, cpus, codes = [], [], set()
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         completed = subprocess.run(command, capture_output=True, text=True, check=False,
                                    env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")})
         walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         codes.add(completed.returncode)
         if completed.returncode not in (0, 1):
             raise SystemExit(f"{' '.join(command)} failed:\n{completed.stderr}")
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return statistics.median(walls), peak_mb, codes.pop()
+    return statistics.median(walls), statistics.median(cpus), peak_mb, codes.pop()
 
 
 def main() -> None:
@@ -83,7 +89,7 @@ def main() -> None:
         write_json_atomic(document, paths[name])
     built = time.perf_counter() - start
     start = time.perf_counter()
-    write_readable_outputs(json.loads(paths["current"].read_text()), paths["current"])
+    write_readable_outputs(load_report(paths["current"]), paths["current"])
     rendered = time.perf_counter() - start
 
     diff = [sys.executable, "-m", "medgate", "diff", str(paths["base"]), str(paths["current"])]
@@ -93,8 +99,8 @@ def main() -> None:
                                                       "--fail-on-regression", "stability:2pp",
                                                       "--fail-on-regression", "compliance:2pp"])):
         out = folder / f"diff-{label.split()[0]}.{label.split()[0]}"
-        wall, peak, code = _time(diff + extra + ["--out", str(out)], args.repeat)
-        rows.append((label, wall, peak, code, out))
+        wall, cpu, peak, code = _time(diff + extra + ["--out", str(out)], args.repeat)
+        rows.append((label, wall, cpu, peak, code, out))
 
     comparison = json.loads((folder / "diff-json.json").read_text())
     print(f"cases per report: {len(base)}  (built in {built:.1f} s; .md and .html written in {rendered:.1f} s)")
@@ -104,9 +110,10 @@ def main() -> None:
           f"{comparison['flips']['correct_to_wrong']} + {comparison['flips']['wrong_to_correct']} flips; "
           f"JSON {_size(folder / 'diff-json.json')}")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; median of {args.repeat} runs")
-    for label, wall, peak, code, out in rows:
-        print(f"  medgate diff --format {label:<26} {wall:6.2f} s  (exit {code}, output {_size(out)})")
-    print(f"largest resident memory of a diff process: {rows[-1][2]:.0f} MB")
+    for label, wall, cpu, _, code, out in rows:
+        print(f"  medgate diff --format {label:<26} {wall:6.2f} s wall, {cpu:6.2f} s CPU  "
+              f"(exit {code}, output {_size(out)})")
+    print(f"largest resident memory of a diff process: {rows[-1][3]:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -1,51 +1,28 @@
 """Release gates, evaluated on the merged results of the whole run.
 
-Each function is parametrized with one case per metric cell that has a threshold in
-fixtures/thresholds/<model>.toml (or default.toml, or --threshold NAME=VALUE). Without xdist they
-run after every case; with -n N the controller evaluates them after the last worker finishes.
+One test per metric of the catalogue (medgate.metrics.catalogue), `test_<metric>_gate`, each
+parametrized with one case per metric cell that has a threshold in fixtures/thresholds/<model>.toml
+(or default.toml, or --threshold NAME=VALUE); a metric without a threshold is deselected. Without
+xdist they run after every case; with -n N the controller evaluates them after the last worker finishes.
 """
 
 import pytest
 
-
-@pytest.mark.gate("accuracy")
-def test_accuracy_gate(gate):
-    gate.check()
+from medgate.metrics.catalogue import CATALOGUE
 
 
-@pytest.mark.gate("lenient_accuracy")
-def test_lenient_accuracy_gate(gate):
-    gate.check()
+def _gate_test(metric):
+    @pytest.mark.gate(metric)
+    def test(gate):
+        gate.check()
+
+    test.__name__ = test.__qualname__ = f"test_{metric}_gate"
+    test.__doc__ = f"{metric}: {CATALOGUE[metric].definition}"
+    return test
 
 
-@pytest.mark.gate("compliance")
-def test_compliance_gate(gate):
-    gate.check()
-
-
-@pytest.mark.gate("stability")
-def test_stability_gate(gate):
-    gate.check()
-
-
-@pytest.mark.gate("flip_rate")
-def test_flip_rate_gate(gate):
-    gate.check()
-
-
-@pytest.mark.gate("worst_case_accuracy")
-def test_worst_case_accuracy_gate(gate):
-    gate.check()
-
-
-@pytest.mark.gate("prompt_agreement")
-def test_prompt_agreement_gate(gate):
-    gate.check()
-
-
-@pytest.mark.gate("crosslingual_agreement")
-def test_crosslingual_agreement_gate(gate):
-    gate.check()
+for _metric in CATALOGUE:
+    globals()[f"test_{_metric}_gate"] = _gate_test(_metric)
 
 
 @pytest.mark.gate("regression")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from medgate.report.items_table import restore_presented
 from medgate.schemas import load_schema
 
 
@@ -44,10 +45,11 @@ def kind_of(document: Any) -> str | None:
 
 
 def read_report(path: Path) -> dict:
+    """The report as medgate reads it back: validated as written, then each case with its question and options."""
     document = strict_json(path.read_text(encoding="utf-8"))
     assert kind_of(document) == "report", f"{path} is not a medgate report"
     assert schema_errors(document) == []
-    return document
+    return restore_presented(document)
 
 
 def report_of(pytester: pytest.Pytester, name: str = "report.json") -> dict:

@@ -287,7 +287,10 @@ def test_composition_definition_names_its_steps_and_their_data():
 def test_sets_resolve_with_original_first_and_no_repeats():
     assert resolve_set("none") == resolve_set("") == [ORIGINAL]
     one_step = resolve_set("one-step")
-    assert one_step[0] == ORIGINAL and set(one_step[1:]) == set(one_step_names()) and len(one_step) == 11
+    rotations = resolve_set("circular")[1:]
+    assert rotations == ["rotate_1", "rotate_2", "rotate_3"]
+    assert one_step[0] == ORIGINAL and len(one_step) == 11
+    assert set(one_step[1:]) == set(one_step_names()) - {"rotate_1", "rotate_2", "rotate_3", "rotate_4"}
     everything = resolve_set("all")
     assert len([n for n in everything if "+" in n]) >= 3 and len(everything) == len(set(everything))
     mixed = resolve_set("typos, shuffle_options+typos,typos,original")

@@ -123,7 +123,7 @@ def test_html_is_self_contained_and_escapes_item_text(reports):
     assert "&lt;script&gt;document.documentElement.setAttribute(&#x27;data-pwned&#x27;,&#x27;1&#x27;)&lt;/script&gt;" \
         in page  # the flipped-items table, escaped
     data = json.loads(parsed.script_bodies[0])
-    assert any(q.startswith(ATTACK) for q in data["questions"])  # intact once parsed as JSON
+    assert any(q.startswith(ATTACK) for q, _ in data["presented"])  # intact once parsed as JSON
     assert "</script" not in parsed.script_bodies[0] and "<script" not in parsed.script_bodies[0]
 
 
@@ -132,14 +132,18 @@ def test_html_draws_the_charts(reports):
     page = render_html(current, baseline)
     for kind in ("heatmap", "bars", "deltas"):
         assert f'class="chart chart-{kind}"' in page
-    assert page.count('class="chart chart-bars"') == 2  # stability and compliance
+    metrics = page.split('<section id="metrics">', 1)[1].split("</section>", 1)[0]
+    glance = page.split('<section id="at-a-glance">', 1)[1].split("</section>", 1)[0]
+    assert metrics.count('class="chart chart-bars"') == 2  # stability and compliance
+    assert glance.count('class="chart chart-bars"') == 2  # accuracy per prompt and per subject
+    assert glance.count('class="chart chart-positions"') == 4  # 2 datasets x 2 modes
 
 
 def test_html_case_table_data_is_compact_and_complete(reports):
     baseline, current = reports
     data = html_module._case_data(current, {c["case_id"]: c["predicted_label"] for c in baseline["cases"]})
     assert len(data["rows"]) == len(current["cases"])
-    assert len(data["questions"]) < len(current["cases"]) / 2  # shared by prompts and kept once
+    assert len(data["presented"]) < len(current["cases"]) / 2  # shared by prompts and kept once
     assert data["outcomes"] == ["correct", "wrong", "correct_to_wrong", "wrong_to_correct"]
 
 
@@ -164,3 +168,36 @@ def test_a_rendering_failure_is_reported_not_raised(tmp_path, reports, monkeypat
     written, errors = write_readable_outputs(broken, tmp_path / "run.json")
     assert not (tmp_path / "run.md").exists() and not (tmp_path / "run.html").exists()
     assert written == [] and len(errors) == 2 and "KeyError('flips')" in errors[0]
+
+
+@pytest.mark.parametrize(("output", "kind"), [
+    ("A. Renal papillary necrosis", "label only"),
+    ("(B)", "label only"),
+    ("C", "label only"),
+    ("A patient with these findings most likely has renal papillary necrosis.", "prose"),
+    ('{"choice": "A"}', "wrong key"),
+    ('{"answer": "A", "why": "because"}', "wrong key"),
+    ('{"answer": "Z"}', "invalid answer"),
+    ('{"answer": "A', "invalid JSON"),
+    ("   ", "empty"),
+])
+def test_compliance_failures_are_grouped_by_what_the_reply_was(output, kind):
+    from medgate.report.glance import failure_kind
+
+    assert failure_kind({"raw_output": output}) == kind
+
+
+def test_glance_counts_positions_and_failures_from_the_cases():
+    from medgate.report.glance import compliance_failures, option_probabilities, position_profiles
+
+    options = [{"label": label, "text": label.lower()} for label in "ABCD"]
+    cases = [{"case_id": f"d/{i}/original/j0", "dataset": "d", "mode": "generate", "options_presented": options,
+              "gold_label": "ABCD"[i % 4], "lenient_answer": "A" if i < 9 else None, "schema_valid": i == 0,
+              "raw_output": "A. a" if i else '{"answer": "A"}'} for i in range(10)]
+    (profile,) = position_profiles(cases)
+    assert profile.chosen == [0.9, 0.0, 0.0, 0.0] and profile.unanswered == pytest.approx(0.1)
+    assert profile.gold == [0.3, 0.3, 0.2, 0.2]
+    generated, groups = compliance_failures(cases)
+    assert generated == 10 and [(g.kind, g.count) for g in groups] == [("label only", 9)]
+    probabilities = option_probabilities({"A": -0.1, "B": -3.0, "C": None, "D": -1e9}, "ABCD")
+    assert probabilities[2] is None and sum(p for p in probabilities if p is not None) == pytest.approx(1, abs=1e-12)

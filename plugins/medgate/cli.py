@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-tiny": ("medgate.tiny.command", "build the tiny test-double model (optionally degraded or untrained)"),
     "fetch": ("medgate.datasets.fetch", "download registered datasets' upstream files and verify their sha256"),
     "diff": ("medgate.compare.command", "compare two run reports: paired statistics, flipped items, regressions"),
+    "table": ("medgate.table.command", "several models' reports in one table, optionally against a reference model"),
     "parity": ("medgate.parity", "compare ONNX Runtime with transformers on the same prompts"),
     "bench": ("medgate.bench.command", "measure medgate against a transformers loop and lm-evaluation-harness"),
 }

@@ -1,7 +1,8 @@
 """Release gates: thresholds from fixtures/thresholds/<model>.toml (else default.toml), overridable
 with `--threshold NAME=VALUE`, turned into one gate case per metric cell.
 
-A thresholds file has one table per metric with `min` (or `max`, for flip_rate), optional
+A thresholds file has one table per metric of the catalogue (medgate.metrics.catalogue) with `min`
+(or `max`, for a metric where lower is better: flip_rate, position_bias, ece, ...), optional
 `by_dataset` / `by_perturbation` tables of overrides, an optional `datasets` list that limits
 the gate to those datasets, an optional `perturbations` list that limits it to those
 perturbations (for a model that is robust to some perturbations by design and not to others), and
@@ -22,24 +23,14 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
-from medgate.metrics import ALL, ORIGINAL, MetricValue
+from medgate.metrics import ALL, ORIGINAL, Cell, Combo, MetricValue
+from medgate.metrics.catalogue import CATALOGUE
+from medgate.metrics.records import datasets_of
+from medgate.metrics.scopes import blocks
 from medgate.paths import fixtures_dir
 from medgate.perturbations import PerturbationError, get
-
-# metric -> (bound, which cells it gates: "dataset" | "perturbed" | "perturbation" | "pairs")
-GATE_METRICS: dict[str, tuple[str, str]] = {
-    "accuracy": ("min", "dataset"),
-    "lenient_accuracy": ("min", "dataset"),
-    "compliance": ("min", "perturbation"),
-    "stability": ("min", "perturbed"),
-    "flip_rate": ("max", "perturbed"),
-    "worst_case_accuracy": ("min", "worst"),
-    "prompt_agreement": ("min", "perturbation"),
-    "crosslingual_agreement": ("min", "pairs"),
-}
-GENERATE_ONLY = {"lenient_accuracy", "compliance"}
 
 
 class GateConfigError(ValueError):
@@ -56,12 +47,12 @@ class Thresholds:
         if rule is None:
             return None
         scope = rule.get("datasets")
-        if scope is not None and not set(dataset.split("|")) <= set(scope):
+        if scope is not None and not datasets_of(dataset) <= set(scope):
             return None
         only = rule.get("perturbations")
         if only is not None and perturbation not in only:
             return None
-        bound = GATE_METRICS[metric][0]
+        bound = CATALOGUE[metric].bound
         for table, key in (("by_perturbation", perturbation), ("by_dataset", dataset)):
             overrides = rule.get(table, {})
             if key in overrides:
@@ -75,14 +66,15 @@ def parse_threshold_override(expression: str) -> tuple[str, float]:
     if not match:
         raise GateConfigError(f"--threshold expects NAME=VALUE (e.g. accuracy=0.9), got {expression!r}")
     name, text = match.groups()
-    if name not in GATE_METRICS:
-        raise GateConfigError(f"--threshold {expression!r}: unknown metric {name!r}; known: {', '.join(GATE_METRICS)}")
+    if name not in CATALOGUE:
+        raise GateConfigError(f"--threshold {expression!r}: unknown metric {name!r}; known: {', '.join(CATALOGUE)}")
     try:
         value = float(text)
     except ValueError:
         raise GateConfigError(f"--threshold {expression!r}: {text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise GateConfigError(f"--threshold {expression!r}: {value} is outside [0, 1]")
+    upper = CATALOGUE[name].upper
+    if not 0.0 <= value <= upper:
+        raise GateConfigError(f"--threshold {expression!r}: {value} is outside [0, {upper:g}]")
     return name, value
 
 
@@ -109,9 +101,9 @@ def load_thresholds(path: Path, overrides: Iterable[tuple[str, float]] = ()) -> 
         raise GateConfigError(f"{path}: cannot read the thresholds file: {error}") from None
     rules: dict[str, dict[str, Any]] = {}
     for metric, rule in data.items():
-        if metric not in GATE_METRICS or not isinstance(rule, dict):
-            raise GateConfigError(f"{path}: unknown gate metric [{metric}]; known: {', '.join(GATE_METRICS)}")
-        bound = GATE_METRICS[metric][0]
+        if metric not in CATALOGUE or not isinstance(rule, dict):
+            raise GateConfigError(f"{path}: unknown gate metric [{metric}]; known: {', '.join(CATALOGUE)}")
+        bound = CATALOGUE[metric].bound
         if bound not in rule:
             raise GateConfigError(f"{path}: [{metric}] needs `{bound}`")
         _check_values(path, metric, rule)
@@ -119,22 +111,23 @@ def load_thresholds(path: Path, overrides: Iterable[tuple[str, float]] = ()) -> 
         _check_prompt_scope(path, metric, rule.get("prompts"))
         rules[metric] = dict(rule)
     for metric, value in overrides:  # the command line wins over every per-cell override
-        rules[metric] = {GATE_METRICS[metric][0]: value}
+        rules[metric] = {CATALOGUE[metric].bound: value}
     return Thresholds(str(path), rules)
 
 
 def _check_values(path: Path, metric: str, rule: Mapping[str, Any]) -> None:
-    """Every threshold a number in [0, 1], as on the command line: `nan` would pass every gate."""
-    bound = GATE_METRICS[metric][0]
-    values = [(bound, rule[bound])]
+    """Every threshold a number in [0, upper], as on the command line: `nan` would pass every gate."""
+    bound, upper = CATALOGUE[metric].bound, CATALOGUE[metric].upper
+    values: list[tuple[str, Any]] = [(bound, rule[bound])]
     for table in ("by_perturbation", "by_dataset"):
         overrides = rule.get(table, {})
         if not isinstance(overrides, dict):
             raise GateConfigError(f"{path}: [{metric}] {table} must be a table of NAME = VALUE")
         values += [(f"{table}.{key}", value) for key, value in overrides.items()]
     for name, value in values:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-            raise GateConfigError(f"{path}: [{metric}] {name} = {value!r}: a threshold must be a number in [0, 1]")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= upper:
+            raise GateConfigError(f"{path}: [{metric}] {name} = {value!r}: a threshold must be a number in "
+                                  f"[0, {upper:g}]")
 
 
 def _check_perturbation_scope(path: Path, metric: str, names: Any) -> None:
@@ -172,73 +165,74 @@ class GateCell:
 
     @property
     def gate_id(self) -> str:
+        spec = CATALOGUE[self.metric]
         parts = [self.dataset]
-        if self.perturbation not in (ORIGINAL, ALL) or GATE_METRICS[self.metric][1] == "perturbation":
+        if self.perturbation not in (ORIGINAL, ALL) or spec.scope in ("every", "prompts"):
             parts.append(self.perturbation)
         if self.prompt != ALL:
             parts.append(self.prompt)
-        elif self.mode != "loglik" and self.metric not in GENERATE_ONLY:
+        elif self.mode != "loglik" and spec.only_mode is None:
             parts.append(self.mode)
         return "/".join(parts)
+
+    @property
+    def metric_cell(self) -> Cell:
+        return self.metric, self.dataset, self.perturbation, self.prompt, self.mode
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def gate_cells(metric: str, thresholds: Thresholds, cells: Iterable[tuple[str, str, str, str]]) -> list[GateCell]:
+def gate_cells(metric: str, thresholds: Thresholds, cells: Iterable[Combo]) -> list[GateCell]:
     """Gate cells for `metric` given the run's (dataset, perturbation, prompt, mode) combinations."""
     if metric not in thresholds.rules:
         return []
-    bound, scope = GATE_METRICS[metric]
+    spec = CATALOGUE[metric]
     combos = set(cells)
-    datasets = sorted({c[0] for c in combos})
-    wanted: set[tuple[str, str, str]] = set()
-    for dataset, perturbation, _, mode in combos:
-        if metric in GENERATE_ONLY and mode != "generate":
-            continue
-        if scope == "dataset" and perturbation == ORIGINAL:
-            wanted.add((dataset, ORIGINAL, mode))
-        elif scope == "perturbed" and perturbation != ORIGINAL:
-            wanted.add((dataset, perturbation, mode))
-        elif scope == "perturbation":
-            wanted.add((dataset, perturbation, mode))
-        elif scope == "worst":
-            perturbations = {c[1] for c in combos if c[0] == dataset and c[3] == mode}
-            if len(perturbations) > 1:
-                wanted.add((dataset, ALL, mode))
-    if scope == "pairs":
-        wanted = {(pair, perturbation, mode) for pair in _language_pairs(datasets)
-                  for (_, perturbation, _, mode) in combos}
-    if metric == "prompt_agreement":
-        prompts = {(c[0], c[3]): set() for c in combos}
-        for dataset, _, prompt, mode in combos:
-            prompts[(dataset, mode)].add(prompt)
-        wanted = {w for w in wanted if len(prompts.get((w[0], w[2]), ())) > 1}
     ran: dict[str, set[str]] = {}
     for _, _, prompt, mode in combos:
         ran.setdefault(mode, set()).add(prompt)
     only = thresholds.rules[metric].get("prompts")
     result = []
-    for dataset, perturbation, mode in sorted(wanted):
+    for dataset, perturbation, mode in sorted(blocks(spec.scope, combos, spec.only_mode)):
         value = thresholds.threshold(metric, dataset, perturbation)
         if value is None:
             continue
-        if only is None or metric == "prompt_agreement" or len(ran.get(mode, ())) == 1:
+        if only is None or spec.across_prompts or len(ran.get(mode, ())) == 1:
             if only is None or ran.get(mode, set()) & set(only):
-                result.append(GateCell(metric, dataset, perturbation, ALL, mode, bound, value))
+                result.append(GateCell(metric, dataset, perturbation, ALL, mode, spec.bound, value))
             continue
         for prompt in sorted(ran.get(mode, set()) & set(only)):
-            result.append(GateCell(metric, dataset, perturbation, prompt, mode, bound, value))
+            result.append(GateCell(metric, dataset, perturbation, prompt, mode, spec.bound, value))
     return result
 
 
-def _language_pairs(datasets: list[str]) -> list[str]:
-    """`en|es` pairs of datasets that differ only by their language suffix (sample-en|sample-es)."""
-    pairs = []
-    for name in datasets:
-        if name.endswith("-en") and name[:-3] + "-es" in datasets:
-            pairs.append(f"{name}|{name[:-3]}-es")
-    return pairs
+GateKind = Literal["threshold", "regression", "error"]
+
+
+class GateRecord(TypedDict):
+    """A gate's outcome as the report stores it (fixtures/schemas/report.schema.json, `gate`)."""
+
+    kind: NotRequired[GateKind]
+    name: str
+    metric: str
+    dataset: str
+    perturbation: str
+    prompt: str
+    mode: str
+    bound: str
+    threshold: float
+    value: float | None
+    n: int
+    ci_low: float | None
+    ci_high: float | None
+    passed: bool | None
+    message: str
+    p_value: NotRequired[float | None]
+    baseline: NotRequired[float | None]
+    current: NotRequired[float | None]
+    p_adjusted: NotRequired[float | None]
+    regressed_cells: NotRequired[list[str]]
 
 
 @dataclass(frozen=True)
@@ -250,9 +244,11 @@ class GateVerdict:
     ci_low: float | None
     ci_high: float | None
     message: str
+    p_value: float | None = None
+    kind: GateKind = "threshold"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self) -> GateRecord:
+        record: GateRecord = {
             "name": f"{self.cell.metric}[{self.cell.gate_id}]",
             "metric": self.cell.metric,
             "dataset": self.cell.dataset,
@@ -268,10 +264,22 @@ class GateVerdict:
             "passed": self.passed,
             "message": self.message,
         }
+        if self.p_value is not None:
+            record["p_value"] = self.p_value
+        return record
 
 
-def evaluate(cell: GateCell, metrics: Mapping[tuple[str, str, str, str, str], MetricValue]) -> GateVerdict:
-    found = metrics.get((cell.metric, cell.dataset, cell.perturbation, cell.prompt, cell.mode))
+@dataclass(frozen=True)
+class GateError:
+    """A gate that could not be evaluated (its evaluation raised): it fails with this message."""
+
+    message: str
+    kind: GateKind = "error"
+    passed: bool = False
+
+
+def evaluate(cell: GateCell, metrics: Mapping[Cell, MetricValue]) -> GateVerdict:
+    found = metrics.get(cell.metric_cell)
     prompts = "all prompts" if cell.prompt == ALL else f"prompt {cell.prompt}"
     where = f"{cell.dataset}, {cell.perturbation}, {prompts}, {cell.mode}"
     if found is None or found.n == 0 or found.value is None:
@@ -280,6 +288,12 @@ def evaluate(cell: GateCell, metrics: Mapping[tuple[str, str, str, str, str], Me
     passed = value >= cell.threshold if cell.bound == "min" else value <= cell.threshold
     relation = ("is at least" if passed else "is below") if cell.bound == "min" else \
         ("is at most" if passed else "is above")
+    interval = CATALOGUE[cell.metric].interval
+    details = [f"n={found.n}"]
+    if interval and found.ci_low is not None and found.ci_high is not None:
+        details.append(f"{interval} {found.ci_low:.3f}-{found.ci_high:.3f}")
+    if found.p_value is not None:
+        details.append(f"p={found.p_value:.2g}")
     message = (f"{cell.metric} {value:.3f} {relation} the threshold {cell.threshold:.3f} "
-               f"(n={found.n}, 95% Wilson CI {found.ci_low:.3f}-{found.ci_high:.3f}) [{where}]")
-    return GateVerdict(cell, passed, value, found.n, found.ci_low, found.ci_high, message)
+               f"({', '.join(details)}) [{where}]")
+    return GateVerdict(cell, passed, value, found.n, found.ci_low, found.ci_high, message, found.p_value)

@@ -129,8 +129,11 @@ def _hub_snapshot(ref: ModelRef, allow_download: bool) -> Path:
     except ImportError as error:
         raise ModelError("hub models need huggingface_hub: pip install -e '.[cpu]'") from error
     patterns = ["*.json", "*.safetensors", "*.jinja", "tokenizer*"]
+    hub_id = ref.hub_id
+    if hub_id is None:
+        raise ModelError(f"{ref.describe()} names no Hugging Face repository")
     try:
-        return Path(snapshot_download(ref.hub_id, revision=ref.revision, allow_patterns=patterns,
+        return Path(snapshot_download(hub_id, revision=ref.revision, allow_patterns=patterns,
                                       local_files_only=True))
     except LocalEntryNotFoundError:
         if not allow_download:
@@ -138,4 +141,4 @@ def _hub_snapshot(ref: ModelRef, allow_download: bool) -> Path:
                 f"{ref.describe()} is not in the local Hugging Face cache; pass --download to fetch it "
                 "(medgate never goes to the network unless asked)"
             ) from None
-    return Path(snapshot_download(ref.hub_id, revision=ref.revision, allow_patterns=patterns))
+    return Path(snapshot_download(hub_id, revision=ref.revision, allow_patterns=patterns))

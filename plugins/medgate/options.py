@@ -65,10 +65,12 @@ class RunOptions:
 
 def _converter(function: Any, *errors: type[Exception]) -> Any:
     """Wrap a parser so argparse (and pytest) report its error as a usage error for that option."""
+    caught: tuple[type[Exception], ...] = (*errors, ValueError)
+
     def convert(text: str) -> Any:
         try:
             return function(text)
-        except (*errors, ValueError) as error:
+        except caught as error:
             raise argparse.ArgumentTypeError(str(error)) from None
     convert.__name__ = getattr(function, "__name__", "value")
     return convert

@@ -13,7 +13,7 @@ import datetime as dt
 import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -29,8 +29,9 @@ from medgate.compare import (
     save_baseline,
 )
 from medgate.compare.live import LiveComparison
-from medgate.gates import GateVerdict, evaluate
+from medgate.gates import GateError, GateRecord, GateVerdict, evaluate
 from medgate.interrupts import signals_held
+from medgate.metrics import CaseRecord
 from medgate.perturbations import get as get_perturbation
 from medgate.pytest_session import (
     CASE_PROPERTY,
@@ -63,7 +64,7 @@ class MedgateController:
         self.crash_items: dict[str, str] = {}  # worker id -> the case it was running when it died
         self.report_path: Path | None = None
         self.outputs: list[Path] = []
-        self.gates: list[dict[str, Any]] = []
+        self.gates: list[GateRecord] = []
         self.warnings: list[str] = []
         self.errors: list[str] = []  # what kept the run from doing its work (also in the report)
         self.output_errors: list[str] = []  # what went wrong writing outputs (terminal only)
@@ -165,11 +166,11 @@ class MedgateController:
         """Evaluate the gates the workers left out and log them as ordinary test reports."""
         hook = self.config.hook
         for nodeid, descriptor in self.side.gate_descriptors.items():
-            verdict: GateVerdict | RegressionVerdict | str
+            verdict: GateVerdict | RegressionVerdict | GateError
             try:
                 verdict = self.evaluate_gate(gate_cell_from_descriptor(dict(descriptor.cell)))
             except Exception as error:  # noqa: BLE001 - a broken gate fails as a test, not as an INTERNALERROR
-                verdict = f"medgate could not evaluate this gate: {error!r}"
+                verdict = GateError(f"medgate could not evaluate this gate: {error!r}")
             hook.pytest_runtest_logstart(nodeid=nodeid, location=descriptor.location)
             for when in ("setup", "call", "teardown"):
                 hook.pytest_runtest_logreport(report=_gate_report(descriptor, verdict, when))
@@ -236,7 +237,7 @@ class MedgateController:
                 for rule in self.state.options.regression_rules
                 if not regression_cells([rule], self.state.plan.combos)]
 
-    def _comparison(self, records: list[dict[str, Any]], manifest: dict[str, Any], status: str,
+    def _comparison(self, records: list[CaseRecord], manifest: dict[str, Any], status: str,
                     path: Path) -> dict[str, Any] | None:
         if self.baseline is None:
             return None
@@ -280,13 +281,15 @@ def project_root(config: pytest.Config) -> Path:
     return config.inipath.parent
 
 
-def _gate_report(descriptor: GateDescriptor, verdict: GateVerdict | RegressionVerdict | str,
-                 when: str) -> pytest.TestReport:
-    outcome, longrepr, properties = "passed", None, []
+def _gate_report(descriptor: GateDescriptor, verdict: GateVerdict | RegressionVerdict | GateError,
+                 when: Literal["setup", "call", "teardown"]) -> pytest.TestReport:
+    outcome: Literal["passed", "failed", "skipped"] = "passed"
+    longrepr: str | tuple[str, int, str] | None = None
+    properties: list[tuple[str, object]] = []
     location = descriptor.location
-    if when == "call" and isinstance(verdict, str):
-        outcome, longrepr = "failed", verdict
-    elif when == "call":
+    if when == "call" and isinstance(verdict, GateError):
+        outcome, longrepr = "failed", verdict.message
+    elif when == "call" and not isinstance(verdict, GateError):
         properties = [(GATE_PROPERTY, verdict.to_dict())]
         if verdict.passed is None:
             outcome, longrepr = "skipped", (str(location[0]), int(location[1] or 0) + 1,

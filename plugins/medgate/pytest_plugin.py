@@ -250,7 +250,7 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
     if report.when != "call" or not report.passed:
         return None
     record = next((value for key, value in report.user_properties if key == CASE_PROPERTY), None)
-    if record is None:
+    if not isinstance(record, dict):
         return None
     if record.get("correct"):
         return "passed", ".", "PASSED (correct)"

@@ -17,8 +17,8 @@ from medgate.backends import BackendSettings, cuda_available
 from medgate.backends.http import ServerError
 from medgate.cases import Case, expand_cases
 from medgate.datasets import LoadedDataset, load_dataset
-from medgate.gates import GateCell, gate_cells
-from medgate.metrics import MetricValue, compute_metrics, index_metrics
+from medgate.gates import GateCell, GateRecord, gate_cells
+from medgate.metrics import CaseRecord, MetricValue, compute_metrics, index_metrics
 from medgate.options import RunOptions
 from medgate.paths import cache_dir
 from medgate.predictor import ModelLoadError, Predictor, PredictorSettings
@@ -195,19 +195,19 @@ class ControllerSide:
     """What came back from the cases, keyed by case id (node ids change with pytest's rootdir)."""
 
     expected: list[str] = field(default_factory=list)  # case ids this run set out to answer, in order
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # case id -> case record
-    gate_results: dict[str, dict[str, Any]] = field(default_factory=dict)  # nodeid -> gate verdict
+    records: dict[str, CaseRecord] = field(default_factory=dict)  # case id -> case record
+    gate_results: dict[str, GateRecord] = field(default_factory=dict)  # nodeid -> gate verdict
     gate_descriptors: dict[str, GateDescriptor] = field(default_factory=dict)  # sent by xdist workers
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)  # worker id -> its manifest
     crashed_workers: dict[str, str] = field(default_factory=dict)
     model_errors: dict[str, str] = field(default_factory=dict)  # worker id -> why its model did not load
     _metrics: list[MetricValue] | None = None
 
-    def add_record(self, record: dict[str, Any]) -> None:
+    def add_record(self, record: CaseRecord) -> None:
         self.records[record["case_id"]] = record
         self._metrics = None
 
-    def ordered_records(self) -> list[dict[str, Any]]:
+    def ordered_records(self) -> list[CaseRecord]:
         """Records in collection order (xdist delivers them in completion order)."""
         ordered = [self.records[c] for c in self.expected if c in self.records]
         listed = set(self.expected)

@@ -87,3 +87,42 @@ def paired_bootstrap_interval(categories: Mapping[tuple[int, int, int, int], int
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(deltas, [tail, 100.0 - tail])
     return float(low), float(high)
+
+
+def chi_square_sf(statistic: float, dof: int) -> float:
+    """P(X >= statistic) for X ~ chi-square with `dof` degrees of freedom (scipy.stats.chi2.sf).
+
+    The regularized upper incomplete gamma function Q(dof/2, statistic/2): its series below
+    a + 1, its continued fraction (modified Lentz) above, as in Numerical Recipes (6.2).
+    """
+    if dof < 1:
+        raise ValueError(f"a chi-square distribution needs at least 1 degree of freedom, got {dof}")
+    if statistic <= 0.0:
+        return 1.0
+    a, x = dof / 2.0, statistic / 2.0
+    log_prefix = a * math.log(x) - x - math.lgamma(a)
+    if x < a + 1.0:
+        term = total = 1.0 / a
+        denominator = a
+        while abs(term) > abs(total) * 1e-16:
+            denominator += 1.0
+            term *= x / denominator
+            total += term
+        return max(0.0, 1.0 - total * math.exp(log_prefix))
+    tiny = 1e-300
+    b = x + 1.0 - a
+    c, d = 1.0 / tiny, 1.0 / b
+    fraction = d
+    for i in range(1, 10_000):
+        an = -i * (i - a)
+        b += 2.0
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        step = d * c
+        fraction *= step
+        if abs(step - 1.0) < 1e-16:
+            break
+    return min(1.0, fraction * math.exp(log_prefix))

@@ -23,7 +23,7 @@ def case_id_of(nodeid: str) -> str | None:
     return nodeid[nodeid.index("[") + 1:-1]
 
 
-class CaseGroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+class CaseGroupScheduling(LoadScopeScheduling):
     def __init__(self, config: Any, log: Any, groups: Mapping[str, str]) -> None:
         super().__init__(config, log)
         self._groups = groups

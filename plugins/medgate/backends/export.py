@@ -168,7 +168,7 @@ def export(checkpoint: Path, out: Path, device: str, dtype: str, fingerprint: st
     torch_dtype = torch.float16 if dtype == "fp16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch_dtype, attn_implementation="eager",
                                                  trust_remote_code=False)
-    model = model.to(device).eval()
+    model = model.to(device).eval()  # type: ignore[arg-type]  # transformers' `to` is typed oddly
     # Optimum's only post-processing of a single merged decoder deduplicates tied weights (input and
     # output embeddings), and it fails on any model over 2 GB, as Llama-3.2-1B is even in fp16
     # ("EncodeError: Failed to serialize proto": it re-serializes the whole model in one protobuf).

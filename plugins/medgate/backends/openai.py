@@ -26,6 +26,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -360,10 +361,9 @@ class OpenAIBackend:
         jobs: list[Callable[[], None]] = []
         for label_ids, indices in single.items():
             for chunk in _chunks(indices, PROMPTS_PER_REQUEST):
-                jobs.append(lambda chunk=chunk, label_ids=label_ids: self._score_labels(requests, chunk,
-                                                                                      label_ids, results))
+                jobs.append(partial(self._score_labels, requests, chunk, label_ids, results))
         for chunk in self._echo_chunks(requests, echo):
-            jobs.append(lambda chunk=chunk: self._score_echo(requests, chunk, results))
+            jobs.append(partial(self._score_echo, requests, chunk, results))
         self._run_all(jobs)
         return [result for result in results if result is not None]
 
@@ -425,8 +425,7 @@ class OpenAIBackend:
         jobs: list[Callable[[], None]] = []
         for budget, indices in by_budget.items():
             for chunk in _chunks(indices, PROMPTS_PER_REQUEST):
-                jobs.append(lambda chunk=chunk, budget=budget: self._generate(requests, chunk, budget, eos_ids,
-                                                                              stop, results))
+                jobs.append(partial(self._generate, requests, chunk, budget, eos_ids, stop, results))
         self._run_all(jobs)
         return [result for result in results if result is not None]
 

@@ -34,7 +34,9 @@ class TorchLogitsModel:
         self.torch_dtype = torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
         self.device = torch.device(device)
         self.net = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch_dtype,
-                                                        trust_remote_code=False).to(self.device).eval()
+                                                        trust_remote_code=False)
+        # transformers types `to` as a method of PreTrainedModel that mypy reads as taking the model.
+        self.net = self.net.to(self.device).eval()  # type: ignore[arg-type]
         self.pad_id = pad_id
         self.max_context = max_context
         self.versions = {"torch": torch.__version__}

@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from medgate.compare.comparison import CORRECT_TO_WRONG, WRONG_TO_CORRECT, CompareSettings, compare_reports, headers
 from medgate.compare.regression import evaluate_rules
+from medgate.gates import GateRecord
 from medgate.compare.reports import ReportError, load_report
 from medgate.options import POSITIVE, REGRESSION
-from medgate.report.document import json_text, write_text_atomic
+from medgate.report.document import emit_text, json_text
 from medgate.report.html import render_html
 from medgate.report.markdown import render_comparison_markdown
 
 FORMATS = ("md", "json", "html")
 
 
-def _alpha(text: str) -> float:
+def alpha_argument(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
@@ -36,20 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fail-on-regression", dest="rules", action="append", type=REGRESSION,
                         metavar="METRIC:MARGINpp", help="exit 1 when METRIC fell significantly by more than MARGIN "
                                                         "percentage points, e.g. accuracy:2pp; repeatable")
-    parser.add_argument("--alpha", type=_alpha, default=CompareSettings.alpha,
+    parser.add_argument("--alpha", type=alpha_argument, default=CompareSettings.alpha,
                         help=f"family-wise error rate for the Holm-corrected tests (default {CompareSettings.alpha})")
     parser.add_argument("--replicates", type=POSITIVE, default=CompareSettings.replicates, metavar="N",
                         help=f"bootstrap replicates per cell (default {CompareSettings.replicates})")
     parser.add_argument("--seed", type=int, default=CompareSettings.seed, help="bootstrap seed (default 0)")
 
 
-def _render(fmt: str, comparison: dict[str, Any], regressions: list[dict[str, Any]], baseline: dict[str, Any],
+def _render(fmt: str, comparison: dict[str, Any], regressions: Sequence[GateRecord], baseline: dict[str, Any],
             current: dict[str, Any]) -> str:
     if fmt == "json":
         return json_text(comparison) + "\n"
     if fmt == "md":
         return render_comparison_markdown(comparison, regressions) + "\n"
-    gates = [g for g in current.get("gates", []) if g.get("kind") != "regression"] + regressions
+    gates = [g for g in current.get("gates", []) if g.get("kind") != "regression"] + list(regressions)
     return render_html({**current, "gates": gates, "comparison": comparison}, baseline)
 
 
@@ -66,14 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rules:
         comparison["regressions"] = regressions
     text = _render(args.format, comparison, regressions, baseline, current)
-    if args.out is not None:
-        try:
-            write_text_atomic(text, args.out)
-        except OSError as error:
-            print(f"medgate diff: cannot write {args.out}: {error}", file=sys.stderr)
-            return 2
-    else:
-        sys.stdout.write(text)
+    if not emit_text(text, args.out, "medgate diff"):
+        return 2
     failed = [g for g in regressions if g["passed"] is False]
     flips = comparison["flips"]
     significant = sum(1 for c in comparison["cells"] if c.get("significant"))

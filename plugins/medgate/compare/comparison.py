@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from medgate.compare.compatibility import incomparable_combos, index_cases, intersect
-from medgate.compare.outcomes import PROPORTIONS, Cell, CellUnits, Combo, Record, combo_of, unit_outcomes
+from medgate.compare.outcomes import PAIRED, Cell, CellUnits, Combo, Record, Statistic, combo_of, statistics, unit_outcomes
+from medgate.metrics import ALL
+from medgate.metrics.catalogue import CATALOGUE
 from medgate.stats import holm_adjust, mcnemar_exact, paired_bootstrap_interval
 
 CORRECT_TO_WRONG = "correct_to_wrong"
@@ -67,7 +69,7 @@ def _compare_cell(cell: Cell, a: CellUnits, b: CellUnits, settings: CompareSetti
                                          settings.level) if delta is not None else None
     worse = better = None
     p_value = None
-    if cell[0] in PROPORTIONS and shared:
+    if cell[0] in PAIRED and shared:
         worse = sum(count for kind, count in kinds.items() if kind[0] == 1 and kind[2] == 0)
         better = sum(count for kind, count in kinds.items() if kind[0] == 0 and kind[2] == 1)
         p_value = mcnemar_exact(worse, better)
@@ -78,6 +80,26 @@ def _compare_cell(cell: Cell, a: CellUnits, b: CellUnits, settings: CompareSetti
         "baseline": _round(value_a), "current": _round(value_b), "delta": _round(delta),
         "ci_low": _round(interval[0]) if interval else None, "ci_high": _round(interval[1]) if interval else None,
         "worse": worse, "better": better, "p_value": p_value, "p_adjusted": None, "significant": False,
+    }
+
+
+def _repeats_one_prompt(statistic: Statistic) -> bool:
+    """An all-prompt statistic over a single prompt is that prompt's cell again (as CellUnits.redundant)."""
+    metric, _, _, prompt, _ = statistic.value.cell
+    return prompt == ALL and not CATALOGUE[metric].across_prompts and len({c[2] for c in statistic.combos}) <= 1
+
+
+def _compare_statistic(a: Statistic, b: Statistic) -> dict[str, Any]:
+    """A statistic's two values on the shared cases: no units to pair, so no interval and no test."""
+    old, new = a.value, b.value
+    delta = new.value - old.value if old.value is not None and new.value is not None else None
+    metric, dataset, perturbation, prompt, mode = new.cell
+    return {
+        "metric": metric, "dataset": dataset, "perturbation": perturbation, "prompt": prompt, "mode": mode,
+        "comparable": True, "units": min(old.n, new.n), "n_baseline": old.n, "n_current": new.n,
+        "baseline": _round(old.value), "current": _round(new.value), "delta": _round(delta),
+        "ci_low": None, "ci_high": None, "worse": None, "better": None, "p_value": None, "p_adjusted": None,
+        "significant": False,
     }
 
 
@@ -135,6 +157,15 @@ def compare_reports(baseline: Mapping[str, Any], current: Mapping[str, Any],
             continue
         reasons = sorted({reason for combo in a.combos | b.combos for reason in blocked.get(combo, [])})
         cells.append(_incomparable_cell(cell, reasons) if reasons else _compare_cell(cell, a, b, settings))
+    # Statistics are compared by their two values: their own intervals are not needed here.
+    stats_a = {s.value.cell: s for s in statistics([old for old, _ in pairs], intervals=False)}
+    stats_b = {s.value.cell: s for s in statistics([new for _, new in pairs], intervals=False)}
+    for cell in sorted(stats_a.keys() & stats_b.keys()):
+        a_stat, b_stat = stats_a[cell], stats_b[cell]
+        if _repeats_one_prompt(a_stat) and _repeats_one_prompt(b_stat):
+            continue
+        reasons = sorted({reason for combo in a_stat.combos | b_stat.combos for reason in blocked.get(combo, [])})
+        cells.append(_incomparable_cell(cell, reasons) if reasons else _compare_statistic(a_stat, b_stat))
 
     tested = [c for c in cells if c.get("p_value") is not None]
     for entry, adjusted in zip(tested, holm_adjust([c["p_value"] for c in tested])):

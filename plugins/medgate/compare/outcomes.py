@@ -1,15 +1,28 @@
 """What a paired comparison needs from the metric units (defined once, in medgate.metrics).
 
-Metrics whose units are plain 0/1 successes are proportions, which McNemar's test applies to;
-flip_rate's denominator depends on each run's originals, so it is compared only by its interval.
+Metrics whose units are plain 0/1 successes are proportions, which McNemar's test applies to (the
+catalogue's paired metrics); flip_rate's denominator depends on each run's originals, and the
+statistics (position bias, prompt spread, calibration) are not sums of units: they are compared by
+their values only.
 """
 
 from __future__ import annotations
 
-from medgate.metrics import Cell, CellUnits, Combo, Record, Unit, case_unit, combo_of, unit_outcomes
+from medgate.metrics import (
+    Cell,
+    CellUnits,
+    Combo,
+    Record,
+    Statistic,
+    Unit,
+    case_unit,
+    combo_of,
+    statistics,
+    unit_outcomes,
+)
+from medgate.metrics.catalogue import PAIRED
 
-__all__ = ["PROPORTIONS", "Cell", "CellUnits", "Combo", "Record", "Unit", "case_unit", "combo_of", "unit_outcomes"]
+PROPORTIONS = PAIRED  # the name older callers import
 
-# Metrics whose units are plain successes (denominator always 1): McNemar applies to them.
-PROPORTIONS = frozenset({"accuracy", "lenient_accuracy", "compliance", "stability", "worst_case_accuracy",
-                         "prompt_agreement", "crosslingual_agreement"})
+__all__ = ["PAIRED", "PROPORTIONS", "Cell", "CellUnits", "Combo", "Record", "Statistic", "Unit", "case_unit",
+           "combo_of", "statistics", "unit_outcomes"]

@@ -18,18 +18,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from medgate.metrics import ALL, ORIGINAL
+from medgate.gates import GateKind, GateRecord
+from medgate.metrics import ALL, ORIGINAL, Combo, TwinPair
+from medgate.metrics.catalogue import CATALOGUE, PAIRED
+from medgate.metrics.scopes import blocks
 
-# metric -> the (dataset, perturbation, mode) blocks its gates cover (as in gates.GATE_METRICS)
-REGRESSION_METRICS: dict[str, str] = {
-    "accuracy": "every",
-    "lenient_accuracy": "generate",
-    "compliance": "generate",
-    "stability": "perturbed",
-    "worst_case_accuracy": "worst",
-    "prompt_agreement": "prompts",
-    "crosslingual_agreement": "pairs",
-}
 NOTHING_COMPARED = "a regression gate with nothing to compare fails"
 NO_BLOCK = "-"  # the dataset and mode of the gate that stands for a rule without any block
 _EXPRESSION = re.compile(r"\s*([a-z_]+)\s*:\s*([0-9]*\.?[0-9]+)\s*pp\s*")
@@ -58,9 +51,12 @@ def parse_regression_rule(text: str) -> RegressionRule:
     if metric == "flip_rate":
         raise RegressionRuleError(f"--fail-on-regression {text!r}: flip_rate counts different items in each run "
                                   "and has no paired test; gate on stability instead")
-    if metric not in REGRESSION_METRICS:
+    if metric in CATALOGUE and metric not in PAIRED:
+        raise RegressionRuleError(f"--fail-on-regression {text!r}: {metric} is not a per-unit proportion and has "
+                                  f"no paired test; gate it with a threshold; paired: {', '.join(sorted(PAIRED))}")
+    if metric not in PAIRED:
         raise RegressionRuleError(f"--fail-on-regression {text!r}: unknown metric {metric!r}; "
-                                  f"known: {', '.join(REGRESSION_METRICS)}")
+                                  f"known: {', '.join(name for name in CATALOGUE if name in PAIRED)}")
     points = float(number)
     if points >= 100:
         raise RegressionRuleError(f"--fail-on-regression {text!r}: the margin must be below 100pp")
@@ -94,10 +90,11 @@ class RegressionCell:
     def gate_id(self) -> str:
         if self.dataset == NO_BLOCK:
             return self.rule.expression
+        spec = CATALOGUE[self.metric]
         parts = [self.rule.expression, self.dataset]
-        if self.perturbation not in (ORIGINAL, ALL) or REGRESSION_METRICS[self.metric] == "prompts":
+        if self.perturbation not in (ORIGINAL, ALL) or spec.regression_scope == "prompts":
             parts.append(self.perturbation)
-        if self.mode != "loglik" and REGRESSION_METRICS[self.metric] != "generate":
+        if self.mode != "loglik" and spec.only_mode is None:
             parts.append(self.mode)
         return "/".join(parts)
 
@@ -105,28 +102,15 @@ class RegressionCell:
         return dict(self.__dict__)
 
 
-def regression_cells(rules: Iterable[RegressionRule],
-                     combos: Iterable[tuple[str, str, str, str]]) -> list[RegressionCell]:
+def regression_cells(rules: Iterable[RegressionRule], combos: Iterable[Combo]) -> list[RegressionCell]:
     """The gates for `rules` given the run's (dataset, perturbation, prompt, mode) combinations."""
     combos = set(combos)
     cells: set[RegressionCell] = set()
     for rule in rules:
-        scope = REGRESSION_METRICS[rule.metric]
-        blocks: set[tuple[str, str, str]] = set()
-        for dataset, perturbation, _, mode in combos:
-            if scope == "every" or (scope == "generate" and mode == "generate") or \
-                    (scope == "perturbed" and perturbation != ORIGINAL):
-                blocks.add((dataset, perturbation, mode))
-            elif scope == "worst" and len({c[1] for c in combos if c[0] == dataset and c[3] == mode}) > 1:
-                blocks.add((dataset, ALL, mode))
-            elif scope == "prompts" and len({c[2] for c in combos if c[:2] == (dataset, perturbation)
-                                             and c[3] == mode}) > 1:
-                blocks.add((dataset, perturbation, mode))
-        if scope == "pairs":  # English/Spanish twins, where both languages ran the same block
-            present = {(d, p, m) for d, p, _, m in combos}
-            blocks = {(f"{d}|{d[:-3]}-es", p, m) for d, p, m in present
-                      if d.endswith("-en") and (d[:-3] + "-es", p, m) in present}
-        cells.update(RegressionCell(rule.metric, rule.margin, *block) for block in blocks)
+        spec = CATALOGUE[rule.metric]
+        assert spec.regression_scope is not None  # parse_regression_rule admits paired metrics only
+        cells.update(RegressionCell(rule.metric, rule.margin, *block)
+                     for block in blocks(spec.regression_scope, combos, spec.only_mode))
     return sorted(cells, key=lambda c: (c.metric, c.dataset, c.perturbation != ORIGINAL, c.perturbation,
                                         c.mode != "loglik", c.mode))
 
@@ -138,11 +122,12 @@ class RegressionVerdict:
     headline: Mapping[str, Any] | None  # the compared cell the row shows
     regressed: tuple[Mapping[str, Any], ...]
     message: str
+    kind: GateKind = "regression"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> GateRecord:
         h = self.headline or {}
         return {
-            "kind": "regression",
+            "kind": self.kind,
             "name": f"regression:{self.cell.gate_id}",
             "metric": self.cell.metric,
             "dataset": self.cell.dataset,
@@ -231,7 +216,7 @@ def gating_nothing(rule: RegressionRule, why: str) -> RegressionVerdict:
 def evaluate_rules(rules: Iterable[RegressionRule], comparison: Mapping[str, Any]) -> list[RegressionVerdict]:
     """Gate every block the comparison holds (`medgate diff`, where there is no run plan)."""
     combos = {(c["dataset"], c["perturbation"], c["prompt"], c["mode"]) for c in comparison["cells"]
-              if c["metric"] == "accuracy" and "|" not in c["dataset"] and c["prompt"] != ALL}
+              if c["metric"] == "accuracy" and TwinPair.parse(c["dataset"]) is None and c["prompt"] != ALL}
     verdicts = []
     for rule in rules:
         cells = regression_cells([rule], combos)

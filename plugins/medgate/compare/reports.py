@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from medgate.report.document import SCHEMA_VERSION, write_json_atomic
+from medgate.report.document import READABLE_SCHEMA_VERSIONS, write_json_atomic
+from medgate.report.items_table import ItemsTableError, restore_presented
 from medgate.report.manifest import model_slug
 
 BASELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -35,10 +36,15 @@ def load_report(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict) or "cases" not in document or "manifest" not in document:
         raise ReportError(f"{path}: not a medgate report (no `cases` or `manifest`)")
     version = document.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ReportError(f"{path}: report schema version {version!r}; this medgate reads {SCHEMA_VERSION!r}")
+    if version not in READABLE_SCHEMA_VERSIONS:
+        raise ReportError(f"{path}: report schema version {version!r}; this medgate reads "
+                          f"{' and '.join(map(repr, READABLE_SCHEMA_VERSIONS))}")
     if not isinstance(document["cases"], list) or not isinstance(document["manifest"], dict):
         raise ReportError(f"{path}: `cases` must be a list and `manifest` an object")
+    try:
+        restore_presented(document)
+    except ItemsTableError as error:
+        raise ReportError(f"{path}: {error}") from None
     seen: set[str] = set()
     for index, case in enumerate(document["cases"]):
         missing = CASE_FIELDS - case.keys() if isinstance(case, dict) else CASE_FIELDS

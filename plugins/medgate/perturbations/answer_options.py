@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from medgate.items import Item, Option
 from medgate.perturbations.base import Perturbation, PerturbationError, origin_of, register
 from medgate.perturbations.catalog import catalog, texts_for
 
+ROTATION_PREFIX = "rotate_"
+MAX_ROTATION = 4  # rotate_1 .. rotate_4: every rotation of items of up to five options
+# The steps that only move options (labels, texts and the gold option unchanged): the orderings
+# whose accuracies the answer-order sensitivity gap compares.
+ORDER_ONLY = frozenset({"shuffle_options", "reverse_options", "gold_last",
+                        *(f"{ROTATION_PREFIX}{k}" for k in range(1, MAX_ROTATION + 1))})
 _ROMAN = ((1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"), (90, "XC"), (50, "L"), (40, "XL"),
           (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I"))
 
@@ -112,6 +118,13 @@ def reverse_options(item: Item, rng: random.Random) -> Item:
     return reorder(item, list(reversed(range(len(item.options)))))
 
 
+def rotation(steps: int) -> Callable[[Item, random.Random], Item]:
+    def rotate(item: Item, rng: random.Random) -> Item:
+        count = len(item.options)
+        return reorder(item, [(position + steps) % count for position in range(count)])
+    return rotate
+
+
 def gold_last(item: Item, rng: random.Random) -> Item:
     others = [index for index in range(len(item.options)) if index != item.gold_index]
     return reorder(item, [*others, item.gold_index])
@@ -165,3 +178,18 @@ register(Perturbation(
 register(Perturbation(
     "gold_last", "The gold option moves to the last position, the others keep their relative order "
     "(a position-bias probe).", gold_last))
+for _steps in range(1, MAX_ROTATION + 1):
+    register(Perturbation(
+        f"{ROTATION_PREFIX}{_steps}",
+        f"Options rotated cyclically by {_steps} (the option at position {_steps + 1} comes first; with N "
+        "options, by the remainder of N); labels stay in place and the gold label follows the gold text "
+        "(the `circular` set: the gold in every position once).", rotation(_steps)))
+
+
+def is_rotation(name: str) -> bool:
+    return name.startswith(ROTATION_PREFIX) and name[len(ROTATION_PREFIX):].isdigit()
+
+
+def reorders_only(name: str) -> bool:
+    """Whether every step of `name` (`a` or `a+b`) only moves options."""
+    return all(step in ORDER_ONLY for step in name.split("+"))

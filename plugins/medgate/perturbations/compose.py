@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from medgate.items import Item
+from medgate.perturbations.answer_options import ORDER_ONLY
 from medgate.perturbations.base import ORIGINAL, Perturbation, PerturbationError
 
 SEPARATOR = "+"
 COMPOSITION_VERSION = 1
 
-REORDERINGS = frozenset({"shuffle_options", "reverse_options", "gold_last"})
+REORDERINGS = ORDER_ONLY  # shuffle_options, reverse_options, gold_last, rotate_1 .. rotate_4
 RELABELINGS = frozenset({"relabel_numeric", "relabel_roman"})
 NOTA_OPTIONS = frozenset({"gold_to_nota", "add_nota_distractor"})
 

@@ -7,15 +7,20 @@ import math
 import os
 import platform
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
-from medgate.metrics import MetricValue
+from medgate.gates import GateRecord
+from medgate.metrics import CaseRecord, MetricValue
+from medgate.report.items_table import factored, is_report
 
-SCHEMA_VERSION = "1.0"
+# 2.0: each item's question and options once, in `items` (items_table.py); 1.0 had them on every case.
+SCHEMA_VERSION = "2.0"
+READABLE_SCHEMA_VERSIONS = ("1.0", "2.0")
 REPORTED_LIBRARIES = ("medgate", "pytest", "pytest-xdist", "onnxruntime", "onnxruntime-gpu", "onnx", "torch",
                       "transformers", "tokenizers", "optimum", "optimum-onnx", "numpy", "jsonschema")
 
@@ -42,8 +47,8 @@ def report_status(exit_status: int, missing_cases: int) -> str:
     return "passed" if exit_status == 0 else "failed"
 
 
-def build_report(*, run_id: str, status: str, manifest: dict[str, Any], cases: Sequence[dict[str, Any]],
-                 missing_cases: Sequence[str], metrics: Sequence[MetricValue], gates: Sequence[dict[str, Any]],
+def build_report(*, run_id: str, status: str, manifest: dict[str, Any], cases: Sequence[CaseRecord],
+                 missing_cases: Sequence[str], metrics: Sequence[MetricValue], gates: Sequence[GateRecord],
                  comparison: dict[str, Any] | None = None, warnings: Sequence[str] = (),
                  errors: Sequence[str] = ()) -> dict[str, Any]:
     failed = [g for g in gates if g["passed"] is False]
@@ -112,14 +117,28 @@ def check_writable_target(path: Path) -> None:
 
 
 def write_json_atomic(document: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file beside `path` and rename: readers never see half a report."""
+    """Write to a temporary file beside `path` and rename: readers never see half a report. A run report
+    is written with its items table (question and options once per item, not on every case)."""
     # One write: json.dump would issue a write per token (100k+ calls for a large report).
-    text = json_text(document) + "\n"
+    text = json_text(factored(document) if is_report(document) else document) + "\n"
     _write_atomic(path, lambda handle: handle.write(text))
 
 
 def write_text_atomic(text: str, path: Path) -> None:
     _write_atomic(path, lambda handle: handle.write(text))
+
+
+def emit_text(text: str, out: Path | None, command: str) -> bool:
+    """A command's output: to `out` atomically, or to standard output; False (said on stderr) if unwritable."""
+    if out is None:
+        sys.stdout.write(text)
+        return True
+    try:
+        write_text_atomic(text, out)
+    except OSError as error:
+        print(f"{command}: cannot write {out}: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 def _write_atomic(path: Path, write: Callable[[TextIO], object]) -> None:

@@ -31,11 +31,23 @@ from medgate.report.summary import (
     per_block,
     value_text,
 )
-from medgate.report.svg import Bar, Delta, bar_chart, delta_chart, heat_map
+from medgate.report.glance import (
+    FAILURE_KINDS,
+    POSITION_NAMES,
+    Share,
+    accuracy_by,
+    compliance_failures,
+    option_probabilities,
+    position_profiles,
+)
+from medgate.report.svg import Bar, Delta, bar_chart, delta_chart, heat_map, position_chart
 
 FLIPS_SHOWN = 200
 DELTAS_SHOWN = 80
 ROWS_SHOWN = 500  # the case table shows this many matches at a time; the filters narrow it down
+SUBJECTS_SHOWN = 40  # the most frequent subjects get a bar; the rest are in the JSON report
+SCORE_DIGITS = 4  # the inspector shows log-likelihoods to 3 decimals; the JSON report keeps them whole
+PROBABILITY_DIGITS = 9  # rounding error at most 5e-10 per option: the shown probabilities sum to 1 within 1e-8
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:1200px;padding:0 1rem;color:#222}
@@ -48,6 +60,12 @@ th{background:#f5f5f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .filters{display:flex;flex-wrap:wrap;gap:.75rem;align-items:center;margin:.5rem 0}
 td.question{max-width:40rem}dl.head{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}
 dl.head dt{font-weight:bold}.status-passed{color:#2e7d32}.status-failed,.status-incomplete{color:#c62828}
+button.expand{border:none;background:none;cursor:pointer;font-size:.9rem;padding:0 .3rem 0 0}
+tr.case-detail>td{background:#fafafa}.inspector{padding:.4rem}.inspector table{margin:.3rem 0}
+.inspector .question-text{font-weight:600;max-width:60rem}.inspector pre{background:#fff;border:1px solid #ddd;
+padding:.4rem;white-space:pre-wrap;max-width:60rem;margin:.2rem 0}tr.gold td{background:#e8f5e9}
+td.current{outline:2px solid #1565c0}td.sib{cursor:pointer}.inspector dl{display:grid;
+grid-template-columns:max-content 1fr;gap:.1rem .8rem;margin:.3rem 0}.inspector dt{font-weight:bold}
 """
 
 SCRIPT = """
@@ -62,8 +80,10 @@ SCRIPT = """
   var dataset = byId("filter-dataset"), perturbation = byId("filter-perturbation");
   var outcome = byId("filter-outcome"), search = byId("filter-text");
   var body = byId("case-rows"), count = byId("case-count");
+  var columns = byId("case-table").querySelectorAll("thead th").length;
   var OUTCOMES = {correct: "correct", wrong: "wrong", correct_to_wrong: "correct \\u2192 wrong",
                   wrong_to_correct: "wrong \\u2192 correct"};
+  var expanded = {}, byItem = null;
   function addOptions(select, values, labels) {
     values.forEach(function (value) {
       var option = document.createElement("option");
@@ -75,16 +95,131 @@ SCRIPT = """
   addOptions(dataset, data.datasets);
   addOptions(perturbation, data.perturbations);
   addOptions(outcome, data.outcomes, OUTCOMES);
+  function el(tag, text, className) {
+    var node = document.createElement(tag);
+    if (text !== null && text !== undefined) { node.textContent = String(text); }
+    if (className) { node.className = className; }
+    return node;
+  }
   function cell(row, text, className) {
-    var td = document.createElement("td");
-    td.textContent = text === null || text === undefined ? "" : String(text);
-    if (className) { td.className = className; }
+    var td = el("td", text === null || text === undefined ? "" : text, className);
     row.appendChild(td);
+    return td;
   }
   function outcomeOf(r) {
     if (r[9] === "c2w") { return "correct_to_wrong"; }
     if (r[9] === "w2c") { return "wrong_to_correct"; }
     return r[7] ? "correct" : "wrong";
+  }
+  function answerText(r) { return r[6] === null ? "none" : r[6]; }
+  function facts(pairs) {
+    var list = el("dl");
+    pairs.forEach(function (pair) {
+      if (pair[1] === undefined) { return; }
+      list.appendChild(el("dt", pair[0]));
+      list.appendChild(el("dd", pair[1] === null ? "none" : pair[1], pair[2]));
+    });
+    return list;
+  }
+  function optionsTable(r, d) {
+    var shown = data.presented[r[4]], loglik = !!d.p;
+    var table = el("table", null, "options"), head = el("tr");
+    ["label", "option", "gold", "answer"].concat(loglik ? ["probability", "log-likelihood"] : [])
+      .forEach(function (h) { head.appendChild(el("th", h)); });
+    table.appendChild(el("thead")).appendChild(head);
+    var tbody = table.appendChild(el("tbody"));
+    shown[1].forEach(function (option, k) {
+      var row = el("tr", null, option[0] === r[5] ? "gold" : "");
+      cell(row, option[0]);
+      cell(row, option[1]);
+      cell(row, option[0] === r[5] ? "\\u2713 gold" : "");
+      var marks = [];
+      if (option[0] === r[6]) { marks.push(r[11] === "generate" ? "strict" : "chosen"); }
+      if (r[11] === "generate" && d.l === option[0]) { marks.push("lenient"); }
+      cell(row, marks.join(", "));
+      if (loglik) {
+        var p = d.p[k], td = cell(row, p === null ? "\\u2013" : p.toFixed(4), "num prob");
+        if (p !== null) { td.setAttribute("data-prob", String(p)); }
+        cell(row, d.s[k] === null ? "\\u2013" : d.s[k].toFixed(3), "num");
+      }
+      tbody.appendChild(row);
+    });
+    return table;
+  }
+  function siblings(r) {
+    if (byItem === null) {
+      byItem = {};
+      data.rows.forEach(function (other, i) {
+        var key = other[1] + "/" + other[10];
+        (byItem[key] = byItem[key] || []).push(i);
+      });
+    }
+    var members = byItem[r[1] + "/" + r[10]], prompts = [], perturbations = [], at = {};
+    members.forEach(function (i) {
+      var o = data.rows[i];
+      if (prompts.indexOf(o[3]) < 0) { prompts.push(o[3]); }
+      if (perturbations.indexOf(o[2]) < 0) { perturbations.push(o[2]); }
+      at[o[2] + "/" + o[3]] = i;
+    });
+    prompts.sort(function (a, b) { return a - b; });
+    perturbations.sort(function (a, b) { return a - b; });
+    var table = el("table", null, "siblings"), head = el("tr");
+    head.appendChild(el("th", "perturbation \\\\ prompt"));
+    prompts.forEach(function (p) { head.appendChild(el("th", data.prompts[p])); });
+    table.appendChild(el("thead")).appendChild(head);
+    var tbody = table.appendChild(el("tbody"));
+    perturbations.forEach(function (q) {
+      var row = el("tr");
+      row.appendChild(el("th", data.perturbations[q]));
+      prompts.forEach(function (p) {
+        var i = at[q + "/" + p];
+        if (i === undefined) { cell(row, "\\u2013"); return; }
+        var o = data.rows[i];
+        var lenient = o[11] === "generate" && o[12].l !== undefined && o[12].l !== o[6] ? ", lenient " + o[12].l : "";
+        var td = cell(row, answerText(o) + lenient + (o[7] ? " \\u2713" : " \\u2717") + " (gold " + o[5] + ")",
+                      "sib" + (o[0] === r[0] ? " current" : ""));
+        td.title = o[0];
+        td.addEventListener("click", function () { openCase(o[0]); });
+      });
+      tbody.appendChild(row);
+    });
+    return table;
+  }
+  function inspector(r) {
+    var d = r[12], box = el("div", null, "inspector");
+    box.setAttribute("data-case", r[0]);
+    box.appendChild(el("p", data.presented[r[4]][0], "question-text"));
+    box.appendChild(optionsTable(r, d));
+    var pairs = [["mode", r[11]]];
+    if (r[11] === "generate") {
+      pairs.push(["strict parse", r[6]], ["lenient parse", d.l === undefined ? null : d.l],
+                 ["lenient method", d.m === undefined ? null : d.m], ["JSON-Schema valid", d.v ? "yes" : "no"],
+                 ["stop reason", d.r], ["generated tokens", d.g]);
+    }
+    pairs.push(["truncated prompt tokens", d.t || 0]);
+    if (d.n) { pairs.push(["non-finite scores", "yes: the case is left out of the metrics"]); }
+    box.appendChild(facts(pairs));
+    if (r[11] === "generate") {
+      box.appendChild(el("h4", "Raw output"));
+      box.appendChild(el("pre", d.o === undefined ? "(not recorded)" : d.o, "raw-output"));
+    }
+    if (d.pt !== undefined) {
+      var details = el("details");
+      details.appendChild(el("summary", "Prompt text (as given to the tokenizer)"));
+      details.appendChild(el("pre", d.pt, "prompt-text"));
+      box.appendChild(details);
+    }
+    box.appendChild(el("h4", "The same item under every perturbation and prompt"));
+    box.appendChild(siblings(r));
+    return box;
+  }
+  function openCase(caseId) {
+    expanded[caseId] = true;
+    search.value = caseId;
+    dataset.value = perturbation.value = outcome.value = "";
+    render();
+    var box = document.querySelector('.inspector[data-case="' + caseId.replace(/["\\\\]/g, "\\\\$&") + '"]');
+    if (box) { box.scrollIntoView(); }
   }
   function render() {
     var d = dataset.value, p = perturbation.value, o = outcome.value, q = search.value.toLowerCase();
@@ -96,29 +231,58 @@ SCRIPT = """
       if (p && data.perturbations[r[2]] !== p) { return; }
       if (o && !(o === kind || (o === "correct" && kind === "wrong_to_correct") ||
                  (o === "wrong" && kind === "correct_to_wrong"))) { return; }
-      var question = data.questions[r[4]];
+      var question = data.presented[r[4]][0];
       if (q && question.toLowerCase().indexOf(q) < 0 && r[0].toLowerCase().indexOf(q) < 0) { return; }
       matched += 1;
       if (shown >= data.limit) { return; }
       shown += 1;
-      var row = document.createElement("tr");
-      row.className = "outcome-" + kind;
-      cell(row, r[0]);
+      var row = el("tr", null, "outcome-" + kind);
+      var first = cell(row, "");
+      var toggle = el("button", expanded[r[0]] ? "\\u25be" : "\\u25b8", "expand");
+      toggle.setAttribute("aria-expanded", expanded[r[0]] ? "true" : "false");
+      toggle.title = "inspect this case";
+      first.appendChild(toggle);
+      first.appendChild(document.createTextNode(r[0]));
       cell(row, data.datasets[r[1]]);
       cell(row, data.perturbations[r[2]]);
       cell(row, data.prompts[r[3]]);
       cell(row, question, "question");
       cell(row, r[5]);
-      cell(row, r[6] === null ? "none" : r[6]);
+      cell(row, answerText(r));
       if (data.compared) { cell(row, r[8] === null ? "\\u2013" : r[8]); }
       cell(row, OUTCOMES[kind]);
       body.appendChild(row);
+      var detail = null;
+      function show() {
+        detail = el("tr", null, "case-detail");
+        var td = cell(detail, "");
+        td.colSpan = columns;
+        td.appendChild(inspector(r));
+        row.parentNode.insertBefore(detail, row.nextSibling);
+      }
+      if (expanded[r[0]]) { show(); }
+      toggle.addEventListener("click", function () {
+        if (expanded[r[0]]) {
+          delete expanded[r[0]];
+          if (detail) { detail.parentNode.removeChild(detail); detail = null; }
+        } else {
+          expanded[r[0]] = true;
+          show();
+          history.replaceState(null, "", "#case=" + encodeURIComponent(r[0]));
+        }
+        toggle.textContent = expanded[r[0]] ? "\\u25be" : "\\u25b8";
+        toggle.setAttribute("aria-expanded", expanded[r[0]] ? "true" : "false");
+      });
     });
     count.textContent = "Showing " + shown + " of " + matched + " matching cases (" + data.rows.length + " in all).";
   }
-  [dataset, perturbation, outcome].forEach(function (el) { el.addEventListener("change", render); });
+  [dataset, perturbation, outcome].forEach(function (node) { node.addEventListener("change", render); });
   search.addEventListener("input", render);
-  render();
+  if (location.hash.indexOf("#case=") === 0) {
+    openCase(decodeURIComponent(location.hash.slice(6)));
+  } else {
+    render();
+  }
   root.setAttribute("data-ready", "1");
 })();
 """
@@ -236,12 +400,38 @@ def _comparison(comparison: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _case_detail(case: Mapping[str, Any]) -> dict[str, Any]:
+    """What the inspector shows beyond the row, with short keys (a report may hold 50,000 cases)."""
+    detail: dict[str, Any] = {}
+    scores = case.get("scores")
+    if isinstance(scores, dict):
+        labels = [o["label"] for o in case["options_presented"]]
+        detail["s"] = [None if scores.get(label) is None else round(scores[label], SCORE_DIGITS) for label in labels]
+        detail["p"] = [None if p is None else round(p, PROBABILITY_DIGITS)
+                       for p in option_probabilities(scores, labels)]
+    if case.get("mode") == "generate":
+        for key, field in (("o", "raw_output"), ("l", "lenient_answer"), ("m", "lenient_method"),
+                           ("v", "schema_valid"), ("r", "stop_reason"), ("g", "generated_tokens")):
+            if field in case:
+                detail[key] = case[field]
+    for key, field in (("t", "truncated_tokens"), ("n", "non_finite"), ("pt", "prompt_text")):
+        if case.get(field):
+            detail[key] = case[field]
+    return detail
+
+
 def _case_data(document: Document, baseline_answers: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Column-compact rows: repeated strings (datasets, questions, ...) are stored once and indexed."""
-    tables: dict[str, dict[str, int]] = {"datasets": {}, "perturbations": {}, "prompts": {}, "questions": {}}
+    """Column-compact rows: repeated strings (datasets, questions with their options, ...) are stored once
+    and indexed; each row ends with what the case inspector shows when the row is expanded."""
+    tables: dict[str, dict[Any, int]] = {"datasets": {}, "perturbations": {}, "prompts": {}}
+    presented: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
 
     def index(table: str, value: str) -> int:
         return tables[table].setdefault(value, len(tables[table]))
+
+    def shown(case: Mapping[str, Any]) -> int:
+        options = tuple((o["label"], o["text"]) for o in case["options_presented"])
+        return presented.setdefault((case["question"], options), len(presented))
 
     comparison = document.get("comparison")
     changes = {f["case_id"]: ("c2w" if f["direction"] == CORRECT_TO_WRONG else "w2c")
@@ -253,16 +443,61 @@ def _case_data(document: Document, baseline_answers: Mapping[str, Any] | None) -
         if baseline_answers is not None and case_id in baseline_answers:
             baseline = baseline_answers[case_id] or "none"
         rows.append([case_id, index("datasets", case["dataset"]), index("perturbations", case["perturbation"]),
-                     index("prompts", case["prompt"]), index("questions", case["question"]), case["gold_label"],
+                     index("prompts", case["prompt"]), shown(case), case["gold_label"],
                      case.get("predicted_label"), 1 if case.get("correct") else 0, baseline,
-                     changes.get(case_id, "")])
+                     changes.get(case_id, ""), case["item_id"], case["mode"], _case_detail(case)])
     outcomes = ["correct", "wrong"] + ([CORRECT_TO_WRONG, WRONG_TO_CORRECT] if comparison else [])
-    return {**{name: list(values) for name, values in tables.items()}, "rows": rows, "outcomes": outcomes,
-            "compared": baseline_answers is not None, "limit": ROWS_SHOWN}
+    return {**{name: list(values) for name, values in tables.items()},
+            "presented": [[question, [list(o) for o in options]] for question, options in presented],
+            "rows": rows, "outcomes": outcomes, "compared": baseline_answers is not None, "limit": ROWS_SHOWN}
+
+
+def _share_bars(shares: list[Share]) -> list[Bar]:
+    return [Bar(f"{s.label} (n={s.n})", s.value, *s.interval) for s in shares]
+
+
+def _glance(document: Document) -> str:
+    """Position bias, accuracy per prompt and per subject, and compliance failures by kind."""
+    cases = document.get("cases", [])
+    if not cases:
+        return ""
+    parts = ['<section id="at-a-glance"><h2>At a glance</h2>',
+             "<h3>Answer position against gold position</h3><p>Per dataset and mode, the share of answers at "
+             "each option position (generate mode: the lenient parse) beside the share of gold answers there. "
+             "A model that prefers a position shows a tall bar against a flatter gold profile.</p>",
+             '<div class="charts" id="position-charts">']
+    for profile in position_profiles(cases):
+        names = [POSITION_NAMES[i] if i < len(POSITION_NAMES) else str(i + 1) for i in range(len(profile.chosen))]
+        unanswered = f"; {profile.unanswered:.0%} unanswered" if profile.unanswered else ""
+        parts.append(position_chart(names, profile.chosen, profile.gold,
+                                    f"{profile.title}: {profile.cases} cases{unanswered}"))
+    parts.append("</div><div class=\"charts\">")
+    parts.append(bar_chart(_share_bars(accuracy_by(cases, "dataset", "prompt")),
+                           "Accuracy per prompt (all perturbations; 95% Wilson intervals)"))
+    subjects = accuracy_by(cases, "dataset", "subject")
+    shown = sorted(sorted(subjects, key=lambda s: -s.n)[:SUBJECTS_SHOWN], key=lambda s: s.label)
+    title = "Accuracy per subject (95% Wilson intervals)" + (
+        f": the {len(shown)} largest of {len(subjects)}" if len(shown) < len(subjects) else "")
+    parts.append(bar_chart(_share_bars(shown), title))
+    parts.append("</div>")
+    generated, failures = compliance_failures(cases)
+    if generated:
+        parts.append(f"<h3>Compliance failures ({sum(f.count for f in failures)} of {generated} generate-mode "
+                     f"cases)</h3>")
+        parts.append(_table(["kind", "cases", "share", "what it is", "example case", "its output"], [
+            [_e(f.kind), str(f.count), f"{f.share:.1%}", _e(FAILURE_KINDS[f.kind]), _e(f.example),
+             f"<code>{_e(limited_text(f.example_output))}</code>"] for f in failures], "compliance-failures")
+                     if failures else "<p>Every generated reply was a valid JSON answer.</p>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def limited_text(text: str, chars: int = 120) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
 def _cases(document: Document, baseline_answers: Mapping[str, Any] | None) -> str:
-    header = ["case", "dataset", "perturbation", "prompt", "question", "gold", "answer"]
+    header = ["case (▸ inspect)", "dataset", "perturbation", "prompt", "question", "gold", "answer"]
     header += ["baseline answer"] if baseline_answers is not None else []
     header += ["outcome"]
     filters = (
@@ -310,6 +545,7 @@ def render_html(document: Document, baseline: Document | None = None) -> str:
         f'<dl class="head">{head_items}</dl></header>',
         _gates(document),
         _charts(document),
+        _glance(document),
         _comparison(document["comparison"]) if document.get("comparison") else "",
         _missing(document),
         _cases(document, baseline_answers),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from medgate.metrics import ALL, ORIGINAL
+from medgate.metrics.catalogue import CATALOGUE
 
 Document = Mapping[str, Any]
 
@@ -60,11 +61,16 @@ def compared_cells(comparison: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [c for c in comparison.get("cells", []) if c["comparable"] and c["delta"] is not None]
 
 
+def _lower_is_better(metric: str) -> bool:
+    spec = CATALOGUE.get(metric)
+    return spec is not None and spec.direction == "lower"
+
+
 def biggest_regressions(comparison: Mapping[str, Any], limit: int = 10) -> list[Mapping[str, Any]]:
     """The largest drops, significant ones first (a large but noisy drop ranks after a proven one)."""
-    drops = [c for c in compared_cells(comparison) if c["delta"] < 0 and c["metric"] != "flip_rate"]
-    rises = [c for c in compared_cells(comparison) if c["metric"] == "flip_rate" and c["delta"] > 0]
-    ranked = sorted(drops + rises, key=lambda c: (not c["significant"], -abs(c["delta"])))
+    worse = [c for c in compared_cells(comparison) if (c["delta"] > 0) == _lower_is_better(c["metric"])
+             and c["delta"] != 0]
+    ranked = sorted(worse, key=lambda c: (not c["significant"], -abs(c["delta"])))
     return ranked[:limit]
 
 

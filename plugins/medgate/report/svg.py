@@ -138,3 +138,34 @@ def delta_chart(deltas: Sequence[Delta], title: str) -> str:
         parts.append(_text(left + plot_w + 8, y + 4, f"{d.delta * 100:+.1f} pp" + (" *" if d.significant else "")))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def position_chart(names: Sequence[str], chosen: Sequence[float], gold: Sequence[float], title: str) -> str:
+    """Per option position, the share of answers there (solid) beside the share of gold answers (outlined)."""
+    group_w, bar_w, top, plot_h, left = 56.0, 22.0, 44.0, 150.0, 44.0
+    width = _fit(left + group_w * max(1, len(names)) + 20, title)
+    height = top + plot_h + 40
+    parts = [_open("positions", width, height, title), _text(10, 16, title, extra='font-weight="bold"')]
+    for tick in (0.0, 0.5, 1.0):
+        y = top + plot_h * (1 - tick)
+        parts.append(f'<line x1="{left - 4:.1f}" y1="{y:.1f}" x2="{width - 10:.1f}" y2="{y:.1f}" stroke="#dddddd"/>')
+        parts.append(_text(left - 8, y + 4, f"{tick:.0%}", "end"))
+    for i, name in enumerate(names):
+        x = left + group_w * i + 4
+        for offset, share, kind, style in ((0.0, chosen[i], "chosen", 'fill="#1565c0"'),
+                                           (bar_w + 2, gold[i], "gold", 'fill="#ffffff" stroke="#e08a00" '
+                                                                        'stroke-width="2"')):
+            h = plot_h * share
+            parts.append(f'<rect class="bar-{kind}" data-position="{escape(name)}" data-share="{share:.6f}" '
+                         f'x="{x + offset:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
+                         f'{style}><title>{escape(f"{name}: {share:.1%} {kind}")}</title></rect>')
+        parts.append(_text(x + bar_w, top + plot_h + 16, name, "middle"))
+        parts.append(_text(x + bar_w / 2, top + plot_h - plot_h * chosen[i] - 4, f"{chosen[i]:.0%}", "middle"))
+    legend_y = height - 6
+    parts.append(f'<rect x="{left:.1f}" y="{legend_y - 9:.1f}" width="10" height="10" fill="#1565c0"/>')
+    parts.append(_text(left + 14, legend_y, "answered"))
+    parts.append(f'<rect x="{left + 90:.1f}" y="{legend_y - 9:.1f}" width="10" height="10" fill="#ffffff" '
+                 'stroke="#e08a00" stroke-width="2"/>')
+    parts.append(_text(left + 104, legend_y, "gold"))
+    parts.append("</svg>")
+    return "".join(parts)
