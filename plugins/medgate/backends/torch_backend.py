@@ -85,7 +85,9 @@ class TorchLogitsModel:
         from transformers import DynamicCache
 
         tensors = [self._tensor(array).to(self.torch_dtype) for array in past]
-        return DynamicCache.from_legacy_cache(tuple(zip(tensors[0::2], tensors[1::2])))
+        # transformers annotates the argument as a 1-tuple; it takes one (key, value) pair per layer.
+        pairs: Any = tuple(zip(tensors[0::2], tensors[1::2]))
+        return DynamicCache.from_legacy_cache(pairs)
 
 
 class TorchBackend(EngineBackend):
