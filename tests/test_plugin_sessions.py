@@ -136,6 +136,11 @@ def test_prediction_cache_serves_an_unchanged_rerun_and_a_gate_only_change(suite
     assert second["manifest"]["execution_provider"] == "CPUExecutionProvider"
     assert [c["scores"] for c in first["cases"]] == [c["scores"] for c in second["cases"]]
     assert {g["threshold"] for g in second["gates"]} == {0.5}
+    # The other computation path (whole prompts) never reads what the shared-prefix path wrote.
+    suite.runpytest_subprocess(model, "--no-prefix-sharing", "--report", "third.json", "-p", "no:cacheprovider")
+    third = report_of(suite, "third.json")
+    assert third["manifest"]["prediction_cache"] == {"hits": 0, "misses": 96}
+    assert [c["predicted_label"] for c in third["cases"]] == [c["predicted_label"] for c in first["cases"]]
 
 
 def test_each_group_is_predicted_once_under_xdist(suite, tiny_checkpoint):

@@ -23,7 +23,7 @@ from filelock import FileLock
 from medgate.backends.base import GenerateResult, ScoreResult
 
 # Bump when the engine's numerics or decoding change, so old entries are not reused.
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2  # 2: scoring and prefill through shared prefixes
 
 
 def request_key(namespace: str, prompt: str, continuations: Sequence[str], max_new_tokens: int | None) -> str:

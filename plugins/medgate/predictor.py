@@ -157,7 +157,11 @@ class Predictor:
             # methods (asked at connection, so even a fully cached run needs the server up).
             identity = str(self.backend.info.details["cache_identity"])
             return namespace_for(self.fingerprint, f"openai|{identity}", "server", "server", backend.max_context)
-        return namespace_for(self.fingerprint, backend.name, backend.device, backend.dtype, backend.max_context)
+        # Shared-prefix and whole-prompt passes agree only to ~1e-5: a run that turns sharing off (for
+        # parity or a benchmark) must compute, not read what the other path wrote.
+        path = "shared-prefixes" if backend.prefix_sharing else "whole-prompts"
+        return namespace_for(self.fingerprint, f"{backend.name}|{path}", backend.device, backend.dtype,
+                             backend.max_context)
 
     def _backend_record(self) -> dict[str, Any] | None:
         if self._backend is not None:
