@@ -17,6 +17,7 @@ from medgate.backends import Backend, BackendSettings, BackendUnavailable, creat
 from medgate.backends.http import ServerError
 from medgate.cases import Case
 from medgate.fingerprint import checkpoint_fingerprint
+from medgate.metrics.records import CaseRecord
 from medgate.models import ModelRef, materialize
 from medgate.prediction_cache import PredictionCache, namespace_for
 from medgate.preparation import PreparedPrompt, prepare
@@ -189,15 +190,15 @@ class Predictor:
 
     # -- prediction ---------------------------------------------------------------------------------
 
-    def predict(self, cases: Sequence[Case]) -> list[dict[str, Any]]:
+    def predict(self, cases: Sequence[Case]) -> list[CaseRecord]:
         started = time.perf_counter()
         records = self._predict(cases)
         self.stats.predict_seconds += time.perf_counter() - started
         return records
 
-    def _predict(self, cases: Sequence[Case]) -> list[dict[str, Any]]:
+    def _predict(self, cases: Sequence[Case]) -> list[CaseRecord]:
         prepared = [self._prepare(case) for case in cases]
-        records: list[dict[str, Any] | None] = [None] * len(cases)
+        records: list[CaseRecord | None] = [None] * len(cases)
         scoring = [i for i, p in enumerate(prepared) if p.mode == "loglik"]
         generating = [i for i, p in enumerate(prepared) if p.mode != "loglik"]
         if scoring:
@@ -212,7 +213,7 @@ class Predictor:
         return prepare(self.tokenizer, case.prompt, case.item)
 
     def _score(self, cases: Sequence[Case], prepared: Sequence[PreparedPrompt], slots: Sequence[int],
-               records: list[dict[str, Any] | None]) -> None:
+               records: list[CaseRecord | None]) -> None:
         results = self.runner.score(prepared)
         reference = None
         if self.settings.parity_backend:
@@ -221,14 +222,13 @@ class Predictor:
         for index, (case, item, result) in enumerate(zip(cases, prepared, results)):
             labels = case.item.labels
             chosen = choose(result.logprobs)
-            record = _base_record(case, item, self.settings.record_prompts)
+            record = _base_record(case, item, self.settings.record_prompts, correct=chosen == case.item.gold_index,
+                                  predicted_origin=_origin(case, chosen))
             record.update({
                 "predicted_label": labels[chosen],
-                "correct": chosen == case.item.gold_index,
                 "scores": {label: round(value, 6) for label, value in zip(labels, result.logprobs)},
                 "truncated_tokens": result.truncated_tokens,
                 "non_finite": result.non_finite,
-                "predicted_origin": _origin(case, chosen),
             })
             if reference is not None:
                 other = reference[index].logprobs
@@ -241,17 +241,18 @@ class Predictor:
             records[slots[index]] = record
 
     def _generate(self, cases: Sequence[Case], prepared: Sequence[PreparedPrompt], slots: Sequence[int],
-                  records: list[dict[str, Any] | None]) -> None:
+                  records: list[CaseRecord | None]) -> None:
         tokenizer = self.tokenizer
         results = self.runner.generate(prepared)
         for index, (case, item, result) in enumerate(zip(cases, prepared, results)):
             output = tokenizer.decode(result.token_ids)
             answer = parse_json_answer(output, case.item)
             labels = case.item.labels
-            record = _base_record(case, item, self.settings.record_prompts)
+            origin = _origin(case, labels.index(answer.lenient_answer)) if answer.lenient_answer in labels else None
+            record = _base_record(case, item, self.settings.record_prompts,
+                                  correct=answer.strict_answer == case.item.answer, predicted_origin=origin)
             record.update({
                 "predicted_label": answer.strict_answer,
-                "correct": answer.strict_answer == case.item.answer,
                 "raw_output": output,
                 "schema_valid": answer.schema_valid,
                 "strict_answer": answer.strict_answer,
@@ -262,8 +263,6 @@ class Predictor:
                 "generated_tokens": len(result.token_ids),
                 "truncated_tokens": result.truncated_tokens,
                 "non_finite": False,
-                "predicted_origin": _origin(case, labels.index(answer.lenient_answer))
-                if answer.lenient_answer in labels else None,
             })
             self.stats.truncated_cases += int(result.truncated_tokens > 0)
             records[slots[index]] = record
@@ -278,9 +277,12 @@ def _origin(case: Case, presented_index: int) -> int | None:
     return None if value is None else int(value)
 
 
-def _base_record(case: Case, prepared: PreparedPrompt, record_prompts: bool) -> dict[str, Any]:
+def _base_record(case: Case, prepared: PreparedPrompt, record_prompts: bool, *, correct: bool,
+                 predicted_origin: int | None) -> CaseRecord:
     item = case.item
-    record: dict[str, Any] = {
+    record: CaseRecord = {
+        "correct": correct,
+        "predicted_origin": predicted_origin,
         "case_id": case.case_id,
         "item_id": item.id,
         "dataset": case.dataset,

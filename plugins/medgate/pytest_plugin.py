@@ -25,6 +25,7 @@ from medgate.backends.http import ServerDown, ServerError
 from medgate.cases import Case
 from medgate.compare import ReportError
 from medgate.interrupts import TerminateAsInterrupt
+from medgate.metrics.records import CaseRecord
 from medgate.options import OptionError, add_run_arguments, run_options
 from medgate.predictor import ModelLoadError
 from medgate.pytest_controller import MedgateController, project_root
@@ -191,7 +192,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 class CaseOutcome:
     """What a case test receives: the recorded outcome of its item under its perturbation and prompt."""
 
-    def __init__(self, case: Case, record: dict[str, Any]) -> None:
+    def __init__(self, case: Case, record: CaseRecord) -> None:
         self.case = case
         self.record = record
 

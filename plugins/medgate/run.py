@@ -161,7 +161,7 @@ class WorkerSide:
         self.predictor = Predictor(predictor_settings(options, place))
         self.groups: dict[str, list[Case]] = {}
         self.model_error: str | None = None  # once the model failed to load, every case would fail alike
-        self._ready: dict[str, dict[str, Any]] = {}
+        self._ready: dict[str, CaseRecord] = {}
         self._failed: dict[str, ServerError] = {}
 
     def set_selected(self, cases: Sequence[Case]) -> None:
@@ -170,7 +170,7 @@ class WorkerSide:
         for case in cases:
             self.groups.setdefault(case.group, []).append(case)
 
-    def record_for(self, case: Case) -> dict[str, Any]:
+    def record_for(self, case: Case) -> CaseRecord:
         if self.model_error is not None:
             raise ModelLoadError(self.model_error)
         if case.group in self._failed:  # the group's one prediction failed: not retried per case
