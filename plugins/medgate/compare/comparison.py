@@ -19,6 +19,7 @@ from medgate.compare.compatibility import incomparable_combos, index_cases, inte
 from medgate.compare.outcomes import PAIRED, Cell, CellUnits, Combo, Record, Statistic, combo_of, statistics, unit_outcomes
 from medgate.metrics import ALL
 from medgate.metrics.catalogue import CATALOGUE
+from medgate.metrics.units import usable
 from medgate.stats import holm_adjust, mcnemar_exact, paired_bootstrap_interval
 
 CORRECT_TO_WRONG = "correct_to_wrong"
@@ -153,8 +154,9 @@ def compare_reports(baseline: Mapping[str, Any], current: Mapping[str, Any],
     shared = intersect(old_cases, new_cases)
     pairs = [(old_cases[case_id], new_cases[case_id]) for case_id in shared.common]
     blocked = incomparable_combos(baseline.get("manifest") or {}, current.get("manifest") or {}, pairs)
-    units_a = unit_outcomes([old for old, _ in pairs])
-    units_b = unit_outcomes([new for _, new in pairs])
+    # Each side's usable cases once: the unit metrics and the statistics share their groupings.
+    records_a, records_b = usable(old for old, _ in pairs), usable(new for _, new in pairs)
+    units_a, units_b = unit_outcomes(records_a), unit_outcomes(records_b)
 
     cells: list[dict[str, Any]] = []
     for cell in sorted(units_a.keys() & units_b.keys()):
@@ -164,8 +166,8 @@ def compare_reports(baseline: Mapping[str, Any], current: Mapping[str, Any],
         reasons = sorted({reason for combo in a.combos | b.combos for reason in blocked.get(combo, [])})
         cells.append(_incomparable_cell(cell, reasons) if reasons else _compare_cell(cell, a, b, settings))
     # Statistics are compared by their two values: their own intervals are not needed here.
-    stats_a = {s.value.cell: s for s in statistics([old for old, _ in pairs], intervals=False)}
-    stats_b = {s.value.cell: s for s in statistics([new for _, new in pairs], intervals=False)}
+    stats_a = {s.value.cell: s for s in statistics(records_a, intervals=False)}
+    stats_b = {s.value.cell: s for s in statistics(records_b, intervals=False)}
     for cell in sorted(stats_a.keys() & stats_b.keys()):
         a_stat, b_stat = stats_a[cell], stats_b[cell]
         if _repeats_one_prompt(a_stat) and _repeats_one_prompt(b_stat):
