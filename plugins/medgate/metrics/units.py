@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from medgate.metrics.records import CaseRecord, TwinPair
+from medgate.metrics.records import CaseRecord
 from medgate.metrics.values import ALL, ORIGINAL, Cell, Combo, Ratio, Unit
 
 
@@ -119,7 +119,7 @@ def _group(records: Iterable[CaseRecord], keys: tuple[str, ...]) -> Groups:
     else:
         for record in records:
             groups[(key_of(record),)].append(record)
-    return groups
+    return dict(groups)  # a plain dict: a reader's missing key must not add a group to a shared grouping
 
 
 def each_prompt_and_all(block: Sequence[CaseRecord]) -> list[tuple[str, list[CaseRecord]]]:
@@ -258,48 +258,3 @@ def prompt_agreement(records: Sequence[CaseRecord], cells: Cells) -> None:
             target.add((dataset, item_id, perturbation, mode), flag(len(chosen) == 1 and None not in chosen),
                        ALL, *(combo_of(r) for r in answers))
         target.prompts.update(prompts)
-
-
-def crosslingual(records: Sequence[CaseRecord], cells: Cells) -> None:
-    """One unit per twin pair, perturbation, prompt and mode whose English and Spanish case each ran once."""
-    # Read block by block (the run's shared grouping), so that within a perturbation, prompt and mode
-    # the twins meet by pair id alone. An id seen twice in a language maps to None: it is no pair.
-    sides: dict[tuple[str, str, str], tuple[dict[str, CaseRecord | None], dict[str, CaseRecord | None]]] = {}
-    for (_, perturbation, prompt, mode), block in group(records, "dataset", "perturbation", "prompt",
-                                                        "mode").items():
-        found = sides.get((perturbation, prompt, mode))
-        if found is None:
-            found = sides[(perturbation, prompt, mode)] = ({}, {})
-        english, spanish = found
-        for r in block:
-            pair_id = r.get("pair_id")
-            if not pair_id:
-                continue
-            language = r["language"]
-            side = english if language == "en" else spanish if language == "es" else None
-            if side is not None:
-                side[pair_id] = None if pair_id in side else r
-    names: dict[tuple[str, str], str] = {}
-    for (perturbation, prompt, mode), (english, spanish) in sides.items():
-        # Each pair's unit lands in one cell per prompt: gathered per dataset pair, then filled in bulk.
-        places: dict[str, tuple[dict[Unit, Ratio], set[Combo]]] = {}
-        for pair_id, en in english.items():
-            es = spanish.get(pair_id)
-            if en is None or es is None:
-                continue
-            same = en["predicted_origin"] is not None and en["predicted_origin"] == es["predicted_origin"]
-            datasets = (en["dataset"], es["dataset"])
-            dataset = names.get(datasets)
-            if dataset is None:
-                dataset = names[datasets] = TwinPair.of((en, es)).name
-            place = places.get(dataset)
-            if place is None:
-                place = places[dataset] = ({}, set())
-            place[0][(pair_id, perturbation, prompt, mode)] = flag(same)
-            place[1].update((combo_of(en), combo_of(es)))
-        for dataset, (units, combos) in places.items():
-            for place_prompt in (prompt, ALL):
-                target = cells.at(("crosslingual_agreement", dataset, perturbation, place_prompt, mode))
-                target.units.update(units)
-                target.prompts.add(prompt)
-                target.combos.update(combos)
