@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from medgate.metrics import calibration, circular, consistency, position, prompt_sensitivity, units
+from medgate.metrics import calibration, circular, consistency, crosslingual, position, prompt_sensitivity, units
 from medgate.metrics.records import CaseRecord
 from medgate.metrics.scopes import Scope
 from medgate.metrics.units import UnitComputation
@@ -81,7 +81,7 @@ _SPECS = (
                units=units.prompt_agreement, regression_scope="prompts", across_prompts=True),
     MetricSpec("crosslingual_agreement", "twin pair", "pairs", "higher",
                "share of English/Spanish twins answered with the same option",
-               units=units.crosslingual, regression_scope="pairs"),
+               units=crosslingual.crosslingual, regression_scope="pairs"),
     MetricSpec("circular_accuracy", "item", "circular", "higher",
                "share of items right under every cyclic rotation of their options (CircularEval)",
                units=circular.circular_accuracy, regression_scope="circular"),

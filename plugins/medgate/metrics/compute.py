@@ -30,8 +30,9 @@ def statistics(records: Sequence[CaseRecord], intervals: bool = True) -> list[St
 
 def compute_metrics(records: Sequence[CaseRecord]) -> list[MetricValue]:
     """Every metric cell of the run, in a stable order (metric, dataset, perturbation, prompt, mode)."""
-    values = [ratio_value(cell, units.successes, units.n) for cell, units in unit_outcomes(records).items()]
-    values += [statistic.value for statistic in statistics(records)]
+    cases = usable(records)  # once, so that both share its groupings
+    values = [ratio_value(cell, units.successes, units.n) for cell, units in unit_outcomes(cases).items()]
+    values += [statistic.value for statistic in statistics(cases)]
     return sorted(values, key=lambda value: value.cell)
 
 

@@ -18,4 +18,4 @@ def _same_option_everywhere(cases: list[CaseRecord]) -> bool:
 
 
 def consistency(records: Sequence[CaseRecord], cells: Cells) -> None:
-    per_item_across_perturbations("consistency", records, cells, lambda _: True, _same_option_everywhere)
+    per_item_across_perturbations("consistency", records, cells, None, _same_option_everywhere)
