@@ -67,7 +67,7 @@ class PrefixRunner:
 
     def windows(self, rows: Sequence[Sequence[int]]) -> list[list[int]]:
         """Row indices in token order, cut where a window's tokens would exceed what its states may hold."""
-        per_token = max(1, int(getattr(self.model, "kv_bytes_per_token", 0)) or 1)
+        per_token = max(1, int(getattr(self.model, "kv_bytes_per_token", 0)))
         limit = max(MIN_WINDOW_TOKENS, KV_HOST_BYTES // per_token)
         order = sorted(range(len(rows)), key=lambda i: tuple(rows[i]))
         windows: list[list[int]] = [[]]

@@ -22,7 +22,6 @@ from medgate.metrics import (
 )
 from medgate.metrics.catalogue import PAIRED
 
-PROPORTIONS = PAIRED  # the name older callers import
 
-__all__ = ["PAIRED", "PROPORTIONS", "Cell", "CellUnits", "Combo", "Record", "Statistic", "Unit", "case_unit",
+__all__ = ["PAIRED", "Cell", "CellUnits", "Combo", "Record", "Statistic", "Unit", "case_unit",
            "combo_of", "statistics", "unit_outcomes"]

@@ -51,9 +51,6 @@ class CaseRecord(TypedDict):
     cached: NotRequired[bool]
 
 
-LANGUAGE_SUFFIXES = ("-en", "-es")
-
-
 @dataclass(frozen=True, order=True)
 class TwinPair:
     """Two datasets that hold the same items in English and Spanish (sample-en and sample-es).

@@ -232,9 +232,11 @@ def per_item_across_perturbations(metric: str, records: Sequence[CaseRecord], ce
         if not pool_prompts:
             for item_id in item_ids:
                 cases = [r for prompt in prompts for r in by_item.get((dataset, mode, prompt, item_id), [])]
-                if {r["perturbation"] for r in cases} == expected:
-                    total.add((dataset, item_id, ALL, mode), flag(all(r["correct"] for r in cases)), ALL,
-                              *(combo_of(r) for r in cases))
+                if {r["perturbation"] for r in cases} != expected:
+                    continue
+                pooled = outcome(cases)  # the item's cases under every prompt together
+                if pooled is not None:
+                    total.add((dataset, item_id, ALL, mode), flag(pooled), ALL, *(combo_of(r) for r in cases))
         total.prompts.update(prompts)
         total.prompts.discard(ALL)
 
