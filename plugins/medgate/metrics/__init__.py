@@ -4,7 +4,7 @@ The catalogue (catalogue.py) says what each metric is; units.py and one module p
 compute them; scopes.py says which blocks of a run their gates cover. Definitions: the README.
 """
 
-from medgate.metrics.compute import compute_metrics, index_metrics, statistics, unit_outcomes
+from medgate.metrics.compute import compute_metrics, index_metrics, statistics, unit_metrics, unit_outcomes
 from medgate.metrics.records import CaseRecord, TwinPair
 from medgate.metrics.units import CellUnits, case_unit, combo_of
 from medgate.metrics.values import ALL, ORIGINAL, Block, Cell, Combo, MetricValue, Statistic, Unit, proportion
@@ -13,4 +13,4 @@ Record = CaseRecord  # the name older callers import
 
 __all__ = ["ALL", "ORIGINAL", "Block", "CaseRecord", "Cell", "CellUnits", "Combo", "MetricValue", "Record",
            "Statistic", "TwinPair", "Unit", "case_unit", "combo_of", "compute_metrics", "index_metrics",
-           "proportion", "statistics", "unit_outcomes"]
+           "proportion", "statistics", "unit_metrics", "unit_outcomes"]

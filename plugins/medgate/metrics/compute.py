@@ -28,11 +28,15 @@ def statistics(records: Sequence[CaseRecord], intervals: bool = True) -> list[St
     return found
 
 
+def unit_metrics(records: Sequence[CaseRecord]) -> list[MetricValue]:
+    """The cells of the metrics counted per unit, each a share with its Wilson interval (no statistics)."""
+    return [ratio_value(cell, units.successes, units.n) for cell, units in unit_outcomes(records).items()]
+
+
 def compute_metrics(records: Sequence[CaseRecord]) -> list[MetricValue]:
     """Every metric cell of the run, in a stable order (metric, dataset, perturbation, prompt, mode)."""
     cases = usable(records)  # once, so that both share its groupings
-    values = [ratio_value(cell, units.successes, units.n) for cell, units in unit_outcomes(cases).items()]
-    values += [statistic.value for statistic in statistics(cases)]
+    values = unit_metrics(cases) + [statistic.value for statistic in statistics(cases)]
     return sorted(values, key=lambda value: value.cell)
 
 

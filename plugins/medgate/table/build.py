@@ -1,7 +1,7 @@
 """The model table's numbers: one row per report, a column per dataset x headline metric x mode.
 
 An adapter over the existing metrics and the paired comparison, so the table says what `medgate diff`
-says: each value (and its 95% Wilson interval) is the report's own metric cell (compute_metrics over its
+says: each value (and its 95% Wilson interval) is the report's own metric cell (unit_metrics over its
 cases); each difference against the reference (paired bootstrap interval, exact McNemar p) is the cell
 `compare_reports(reference, report)` gives; the McNemar p-values are then Holm-corrected again, across
 every difference the table shows (one family), and marked significant below alpha. A block that
@@ -24,7 +24,7 @@ from pathlib import PurePath
 from typing import Any
 
 from medgate.compare.comparison import CompareSettings, compare_reports
-from medgate.metrics import ALL, ORIGINAL, MetricValue, compute_metrics
+from medgate.metrics import ALL, ORIGINAL, MetricValue, unit_metrics
 from medgate.stats import holm_adjust
 
 METRICS = ("accuracy", "worst_case_accuracy", "stability", "compliance", "crosslingual_agreement")
@@ -123,7 +123,8 @@ def _column_order(column: Column) -> tuple[Any, ...]:
 def row_values(document: Mapping[str, Any]) -> dict[Column, MetricValue]:
     languages = _languages(document)
     values = {}
-    for value in compute_metrics(document["cases"]):
+    # The table's metrics are all counted per unit: the statistics (and their bootstraps) are not needed.
+    for value in unit_metrics(document["cases"]):
         column = _column(value, languages)
         if column is not None and value.value is not None:
             values[column] = value
