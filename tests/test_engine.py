@@ -51,7 +51,7 @@ class FakeModel:
         logits = np.stack([self._logits(t, int(p), int(s)) for t, p, s in zip(next_ids, positions, totals)])
         return logits, totals
 
-    def extend(self, ids, mask, past, index):
+    def extend(self, ids, mask, past, index, keep_states):
         past_width = mask.shape[1] - ids.shape[1]
         self._call(ids.shape[0])
         held = np.zeros((ids.shape[0], past_width)) if past is None else past[0][:, 0, :, 0]
@@ -61,7 +61,7 @@ class FakeModel:
         logits = np.stack([[self._logits(whole[b, past_width + i], positions[b, past_width + i],
                                          totals[b, past_width + i]) for i in row] for b, row in enumerate(index)])
         states = whole[:, None, :, None].astype(np.float32)
-        return logits, [states, states.copy()]
+        return logits, [states, states.copy()] if keep_states else []
 
     def decoding_state(self, past):
         return past[0][:, 0, :, 0].sum(axis=1).astype(np.int64)
@@ -140,7 +140,7 @@ def test_other_errors_are_not_swallowed():
         def logits_at(self, ids, mask, index):
             raise RuntimeError("shape mismatch")
 
-        def extend(self, ids, mask, past, index):
+        def extend(self, ids, mask, past, index, keep_states):
             raise RuntimeError("shape mismatch")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
@@ -202,6 +202,65 @@ def test_shared_prefixes_score_as_whole_prompts_and_compute_each_shared_token_on
     assert shared.work["loglik"].presented == whole.work["loglik"].presented == whole.work["loglik"].computed
     # the 40-token opening of 11 rows (all but the one starting with 2) runs once
     assert shared.work["loglik"].computed < whole.work["loglik"].computed - 9 * 40
+
+
+class RecordingModel(FakeModel):
+    """Records each extend pass: its real new-token counts per row, its padded width, keep_states."""
+
+    def __init__(self):
+        super().__init__()
+        self.passes = []
+
+    def extend(self, ids, mask, past, index, keep_states):
+        real = mask[:, mask.shape[1] - ids.shape[1]:].sum(axis=1)
+        self.passes.append((real.tolist(), ids.shape[1], keep_states))
+        return super().extend(ids, mask, past, index, keep_states)
+
+
+def test_shared_passes_never_pad_a_segment_past_twice_its_width_and_leaves_skip_their_states():
+    # Nine variants share a 40-token opening; one long prompt shares nothing with them. Batched by a
+    # single mixed cost, the short endings were padded to the long prompt's width.
+    long = tuple(11 - i % 10 for i in range(60))  # opens with 11: no other prompt does
+    requests = [ScoreRequest(p, ((4,), (5,))) for p in variants()] + [ScoreRequest(long, ((4,), (5,)))]
+    model = RecordingModel()
+    results = Engine(model, BatchPolicy(token_budget=1024)).score(requests)
+    whole = Engine(FakeModel(), prefix_sharing=False).score(requests)
+    assert [r.logprobs for r in results] == [pytest.approx(w.logprobs, abs=1e-6) for w in whole]
+    for real, width, _ in model.passes:
+        assert 2 * min(real) >= width, (real, width)
+    assert {keep for *_, keep in model.passes} == {True, False}  # shared nodes keep states, leaves do not
+    assert model.passes[-1][2] is False
+
+
+def test_stale_past_buffer_contents_do_not_leak_into_scores(monkeypatch):
+    from medgate.backends import prefix_runner
+
+    layers = prefix_runner.PastBuffer.layers
+
+    def stale(self, shapes, dtype):
+        arrays = layers(self, shapes, dtype)
+        for array in arrays:
+            array.fill(np.nan)  # what an earlier pass (or fresh memory) may have left there
+        return arrays
+
+    monkeypatch.setattr(prefix_runner.PastBuffer, "layers", stale)
+    requests = [ScoreRequest(p, ((4,), (5,))) for p in variants()]
+    shared = Engine(FakeModel(), BatchPolicy(token_budget=4)).score(requests)
+    whole = Engine(FakeModel(), prefix_sharing=False).score(requests)
+    assert not any(r.non_finite for r in shared)
+    assert [r.logprobs for r in shared] == [pytest.approx(w.logprobs, abs=1e-6) for w in whole]
+
+
+def test_next_batch_with_a_padded_cost_stops_where_the_cost_exceeds_the_budget():
+    lengths = [5, 1, 3, 8]
+    order = [3, 0, 2, 1]
+
+    def padded(batch):
+        return len(batch) * max(lengths[i] for i in batch) + 10 * len(batch)
+
+    assert next_batch(order, 0, lengths, token_budget=40, max_batch=8, padded=padded) == [3, 0]
+    assert next_batch(order, 2, lengths, token_budget=40, max_batch=8, padded=padded) == [2, 1]
+    assert next_batch(order, 0, lengths, token_budget=5, max_batch=8, padded=padded) == [3]  # one row always runs
 
 
 def test_shared_prefill_generates_as_whole_prompts():

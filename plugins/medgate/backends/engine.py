@@ -38,10 +38,11 @@ class LogitsModel(Protocol):
         """One decoding step: logits [B, V] for `next_ids` [B] with `mask` [B, T+1], new state."""
 
     def extend(self, ids: np.ndarray, mask: np.ndarray, past: list[np.ndarray] | None,
-               index: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+               index: np.ndarray, keep_states: bool) -> tuple[np.ndarray, list[np.ndarray]]:
         """Run `ids` [B, S] after `past` (each layer's key then value, [B, heads, P, dim] on the host;
         None for P = 0) under `mask` [B, P + S]: logits [B, K, V] at `index` [B, K] of the S new
-        positions, and the key/value states [B, heads, P + S, dim] on the host, in the same layout."""
+        positions, and (if `keep_states`, else []) the key/value states [B, heads, P + S, dim] on
+        the host, in the same layout."""
 
     def decoding_state(self, past: list[np.ndarray]) -> Any:
         """A `step` state from host key/value arrays laid out as `extend` returns them."""
@@ -77,11 +78,21 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np
 
 
 def next_batch(order: Sequence[int], start: int, lengths: Sequence[int], token_budget: int,
-               max_batch: int) -> list[int]:
-    """The next batch from a longest-first `order`: as many rows as fit `token_budget` padded tokens."""
-    width = lengths[order[start]]  # the longest row of the batch sets its padded width
-    size = max(1, min(max_batch, token_budget // max(1, width), len(order) - start))
-    return list(order[start:start + size])
+               max_batch: int, padded: Callable[[list[int]], int] | None = None) -> list[int]:
+    """The next batch from a longest-first `order`: as many rows as fit `token_budget` padded tokens.
+
+    `padded(batch)` counts a batch's padded tokens where the sort length alone does not (rows that
+    continue from states of different widths); by default the first, longest row sets the width."""
+    if padded is None:
+        width = lengths[order[start]]
+        size = max(1, min(max_batch, token_budget // max(1, width), len(order) - start))
+        return list(order[start:start + size])
+    batch = [order[start]]
+    for index in order[start + 1:start + max_batch]:
+        if padded(batch + [index]) > token_budget:
+            break
+        batch.append(index)
+    return batch
 
 
 @dataclass
@@ -254,7 +265,7 @@ class Engine:
                 own = local[k][plan.row_start[k]:]
                 segments.append(Segment(plan.row_parent[k], own, tuple(range(len(own) - wanted[i], len(own)))))
             work.computed += sum(len(s.tokens) for s in segments)
-            for batch, extended in runner.run_segments(segments, states):
+            for batch, extended in runner.run_segments(segments, states, keep_states=False):
                 logprobs = log_softmax(extended.logits)
                 for b, k in enumerate(batch):
                     take(window[k], logprobs[b])
@@ -304,7 +315,7 @@ class Engine:
                 return self._decode(extended.logits[:, 0, :], self.model.decoding_state(arrays), mask,
                                     [requests[window[k]].max_new_tokens for k in batch], eos_ids, stop)
 
-            for batch, outputs in self._map_batches([len(row) for row in local], decode):
+            for batch, outputs in runner.map_segments(segments, states, decode):
                 for (tokens, reason), k in zip(outputs, batch):
                     results[window[k]] = GenerateResult(tuple(tokens), reason, prompts[window[k]][1])
         return [result for result in results if result is not None]
@@ -344,8 +355,8 @@ class Engine:
 
     # -- batching ---------------------------------------------------------------------------------
 
-    def _map_batches(self, lengths: Sequence[int],
-                     run: Callable[[list[int]], Any]) -> Iterator[tuple[list[int], Any]]:
+    def _map_batches(self, lengths: Sequence[int], run: Callable[[list[int]], Any],
+                     padded: Callable[[list[int]], int] | None = None) -> Iterator[tuple[list[int], Any]]:
         """Length-sorted batches (longest first, so memory errors surface early), sized by the policy;
         on out-of-memory the policy shrinks and the failed batch is split and retried."""
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -355,7 +366,8 @@ class Engine:
             if retry:
                 batch = retry.popleft()
             else:
-                batch = next_batch(order, position, lengths, self.policy.token_budget, self.policy.max_batch)
+                batch = next_batch(order, position, lengths, self.policy.token_budget, self.policy.max_batch,
+                                   padded)
                 position += len(batch)
             started = time.perf_counter()
             try:

@@ -10,6 +10,7 @@ mask as everywhere else in the engine.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +20,15 @@ import numpy as np
 from medgate.backends.prefix_tree import PrefixPlan, plan_prefixes
 
 # Key/value states kept on the host for one window's shared nodes (each node holds its whole prefix).
-KV_HOST_BYTES = 512 << 20
+# One 64-case group of MedQA variants with SmolLM2 fits (its rows hold ~21k tokens at 46 KB): a
+# group cut into two windows computes the stems at the cut twice and runs every level twice.
+KV_HOST_BYTES = 1 << 30
 MIN_WINDOW_TOKENS = 2048
 
-# Runs `run` over batches of indices chosen by cost (the engine's _map_batches: budget, out-of-memory back-off).
-BatchMapper = Callable[[Sequence[int], Callable[[list[int]], Any]], Iterator[tuple[list[int], Any]]]
+# Runs `run` over batches of indices, longest first by the given lengths, each batch as large as its
+# padded cost allows (the engine's _map_batches: budget, out-of-memory back-off).
+BatchMapper = Callable[[Sequence[int], Callable[[list[int]], Any], Callable[[list[int]], int]],
+                       Iterator[tuple[list[int], Any]]]
 
 
 @dataclass
@@ -46,22 +51,23 @@ class Segment:
 @dataclass
 class Extended:
     logits: np.ndarray  # [B, K, V] at each segment's wanted offsets (padded with offset 0)
-    present: list[np.ndarray]  # [B, heads, P + S, dim] per layer key / value
+    present: list[np.ndarray]  # [B, heads, P + S, dim] per layer key / value (empty unless kept)
     mask: np.ndarray  # [B, P + S]
 
 
-def cost(segment: Segment, past_length: int) -> int:
-    """Batch-size units: new tokens, or a quarter of the attended width when the past dominates (past
-    and present states are copied whole each pass, and the attention grows with their width). Half
-    was tried: faster on one group of SmolLM2 on MedQA variants (9.4 s against 11.1 s), slower on
-    the whole 576-case benchmark (98.9 s in the model against 92.0 s), within this VM's noise."""
-    return max(len(segment.tokens), (past_length + len(segment.tokens)) // 4, 1)
+def padded_cost(new_width: int, past_width: int, rows: int) -> int:
+    """A batch's size in budget units: its padded new tokens, or a quarter of its padded attended
+    width when the past dominates (past and present states are copied whole each pass, and the
+    attention grows with their width). Half was tried: faster on one group of SmolLM2 on MedQA
+    variants, slower on the whole 576-case benchmark, within this VM's noise."""
+    return rows * max(new_width, (past_width + new_width) // 4, 1)
 
 
 class PrefixRunner:
     def __init__(self, model: Any, map_batches: BatchMapper) -> None:
         self.model = model
         self.map_batches = map_batches
+        self.past_buffer = PastBuffer()
 
     # -- windows and plans ----------------------------------------------------------------------
 
@@ -89,7 +95,7 @@ class PrefixRunner:
             nodes = [i for i, node in enumerate(plan.nodes) if node.level == level]
             segments = [Segment(plan.nodes[i].parent, rows[plan.nodes[i].row][plan.nodes[i].start:plan.nodes[i].end],
                                 (0,)) for i in nodes]
-            for batch, extended in self.run_segments(segments, states):
+            for batch, extended in self.run_segments(segments, states, keep_states=True):
                 for b, position in enumerate(batch):
                     states[nodes[position]] = compact_row(extended.present, extended.mask, b)
             work.computed += sum(len(s.tokens) for s in segments)
@@ -97,12 +103,34 @@ class PrefixRunner:
 
     # -- forward passes -----------------------------------------------------------------------------
 
-    def run_segments(self, segments: Sequence[Segment],
-                     states: dict[int, list[np.ndarray]]) -> Iterator[tuple[list[int], Extended]]:
-        lengths = [cost(s, _past_length(states, s.parent)) for s in segments]
-        yield from self.map_batches(lengths, lambda batch: self.extend([segments[i] for i in batch], states))
+    def map_segments(self, segments: Sequence[Segment], states: dict[int, list[np.ndarray]],
+                     run: Callable[[list[int]], Any]) -> Iterator[tuple[list[int], Any]]:
+        """`run` over batches of segment indices, longest own segment first. A batch's cost is its
+        widest own segment and widest past, and no segment is padded past twice its width: one
+        mixed cost put short segments with long pasts beside whole prompts (a prompt the variants
+        share nothing with), padded to the prompts' width, and that padding was over half of one
+        SmolLM2 group's time."""
+        new = [len(s.tokens) for s in segments]
+        past = [_past_length(states, s.parent) for s in segments]
 
-    def extend(self, segments: Sequence[Segment], states: dict[int, list[np.ndarray]]) -> Extended:
+        def padded(batch: list[int]) -> int:
+            widest = max(new[i] for i in batch)
+            if 2 * min(new[i] for i in batch) < widest:
+                return sys.maxsize
+            return padded_cost(widest, max(past[i] for i in batch), len(batch))
+
+        yield from self.map_batches(new, run, padded)
+
+    def run_segments(self, segments: Sequence[Segment], states: dict[int, list[np.ndarray]],
+                     keep_states: bool) -> Iterator[tuple[list[int], Extended]]:
+        yield from self.map_segments(
+            segments, states, lambda batch: self.extend([segments[i] for i in batch], states, keep_states))
+
+    def extend(self, segments: Sequence[Segment], states: dict[int, list[np.ndarray]],
+               keep_states: bool = True) -> Extended:
+        """One forward pass of `segments` after their parents' states (`keep_states`: return the new
+        states too; a scoring leaf needs only its logits, and copying the states out costs as much
+        as copying them in)."""
         past_lengths = [_past_length(states, s.parent) for s in segments]
         width_past = max(past_lengths)
         width_new = max(len(s.tokens) for s in segments)
@@ -116,13 +144,34 @@ class PrefixRunner:
         past = None
         if width_past:
             template = next(states[s.parent] for s in segments if s.parent is not None)
-            past = [np.zeros((len(segments), a.shape[0], width_past, a.shape[2]), dtype=a.dtype) for a in template]
+            past = self.past_buffer.layers([(len(segments), a.shape[0], width_past, a.shape[2]) for a in template],
+                                           template[0].dtype)
             for b, (segment, past_length) in enumerate(zip(segments, past_lengths)):
-                if segment.parent is not None:
-                    for layer, array in zip(past, states[segment.parent]):
-                        layer[b, :, width_past - past_length:, :] = array
-        logits, present = self.model.extend(ids, mask, past, index)
+                pad = width_past - past_length
+                for layer, array in zip(past, [] if segment.parent is None else states[segment.parent]):
+                    layer[b, :, pad:, :] = array
+                for layer in past:
+                    layer[b, :, :pad, :] = 0  # masked, but must be finite: the buffer holds earlier passes
+        logits, present = self.model.extend(ids, mask, past, index, keep_states)
         return Extended(logits, present, mask)
+
+
+class PastBuffer:
+    """One host buffer reused for every pass's past: a fresh array of hundreds of megabytes per pass
+    paid its page faults again each time."""
+
+    def __init__(self) -> None:
+        self.memory = np.empty(0, dtype=np.uint8)
+
+    def layers(self, shapes: Sequence[tuple[int, int, int, int]], dtype: Any) -> list[np.ndarray]:
+        """Contiguous arrays of `shapes`, one after another in the buffer (contents left as they were)."""
+        itemsize = np.dtype(dtype).itemsize
+        sizes = [int(np.prod(shape)) for shape in shapes]
+        if self.memory.nbytes < sum(sizes) * itemsize:
+            self.memory = np.empty(sum(sizes) * itemsize, dtype=np.uint8)
+        flat = self.memory[:sum(sizes) * itemsize].view(dtype)
+        offsets = np.cumsum([0, *sizes])
+        return [flat[start:end].reshape(shape) for start, end, shape in zip(offsets[:-1], offsets[1:], shapes)]
 
 
 def _past_length(states: dict[int, list[np.ndarray]], parent: int | None) -> int:

@@ -70,7 +70,7 @@ class TorchLogitsModel:
             return output.logits[:, -1, :].float().cpu().numpy(), output.past_key_values
 
     def extend(self, ids: np.ndarray, mask: np.ndarray, past: list[np.ndarray] | None,
-               index: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+               index: np.ndarray, keep_states: bool) -> tuple[np.ndarray, list[np.ndarray]]:
         positions = positions_from_mask(mask)[:, mask.shape[1] - ids.shape[1]:]
         cache = None if past is None else self.decoding_state(past)
         with self.torch.inference_mode():
@@ -78,7 +78,7 @@ class TorchLogitsModel:
                               position_ids=self._tensor(positions), past_key_values=cache, use_cache=True)
             gathered = output.logits[self.torch.arange(ids.shape[0])[:, None], self._tensor(index)]
             present = [tensor.float().cpu().numpy() for pair in output.past_key_values.to_legacy_cache()
-                       for tensor in pair]
+                       for tensor in pair] if keep_states else []
             return gathered.float().cpu().numpy(), present
 
     def decoding_state(self, past: list[np.ndarray]) -> Any:
