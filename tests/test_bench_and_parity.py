@@ -65,7 +65,10 @@ def test_bench_refuses_generation_for_the_scoring_contenders(capsys):
     assert "log-likelihood" in capsys.readouterr().err
 
 
-def test_parity_with_and_without_prefix_sharing_on_every_perturbation(tiny_checkpoint, tmp_path, capsys):
+def test_parity_with_and_without_prefix_sharing_on_every_perturbation(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    from medgate import parity
+
+    monkeypatch.setattr(parity, "PROGRESS_EVERY_S", 0.0)  # a line after every group
     out = tmp_path / "sharing.json"
     code = main(["parity", f"--model={tiny_checkpoint}", "--dataset", "sample-en", "--limit", "3",
                  "--prompts", "all", "--perturbations", "all", "--prefix-sharing", "--out", str(out)])
@@ -76,7 +79,11 @@ def test_parity_with_and_without_prefix_sharing_on_every_perturbation(tiny_check
     shared, whole = result["token_work"]["true"], result["token_work"]["false"]
     assert shared["loglik"]["presented"] == whole["loglik"]["presented"] == whole["loglik"]["computed"]
     assert shared["loglik"]["computed"] <= 0.5 * shared["loglik"]["presented"]
-    assert "tokens computed" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "tokens computed" in printed.out
+    progress = [line for line in printed.err.splitlines() if line.startswith("[parity] ")]
+    assert progress[-1].startswith(f"[parity] whole prompts: {result['cases']:,} of {result['cases']:,} cases")
+    assert any(line.startswith("[parity] shared prefixes: ") for line in progress)
 
 
 def test_bench_refuses_unknown_contenders(capsys):

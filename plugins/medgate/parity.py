@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from medgate.backends import BackendSettings, BackendUnavailable, cuda_refusal
 from medgate.backends.engine import left_pad
 from medgate.backends.export import ExportError
 from medgate.cases import Case, expand_cases
+from medgate.metrics.records import CaseRecord
 from medgate.datasets import DatasetError, UnknownDataset, default_data_dir, load_dataset
 from medgate.models import ModelError, ModelRef, resolve_model
 from medgate.perturbations import resolve_set
@@ -34,6 +36,27 @@ from medgate.preparation import encode, prepare
 REQUIRED_AGREEMENT = {"cpu": 1.0, "cuda": 0.995}
 SHARING_TOLERANCE = 1e-4  # largest log-probability difference prefix sharing may make
 LOGIT_SAMPLE = 32  # prompts whose full logit vectors are compared
+# A full comparison on a real model runs for an hour on a CPU: say where it is this often.
+PROGRESS_EVERY_S = 60.0
+
+
+def predict_by_group(predictor: Predictor, cases: Sequence[Case], label: str) -> list[CaseRecord]:
+    """Every case's record, in order, predicted group by group as a run predicts them, with a line
+    on stderr at most every PROGRESS_EVERY_S seconds."""
+    groups: dict[str, list[Case]] = {}
+    for case in cases:
+        groups.setdefault(case.group, []).append(case)
+    records: dict[str, CaseRecord] = {}
+    started = shown = time.monotonic()
+    for members in groups.values():
+        for case, record in zip(members, predictor.predict(members)):
+            records[case.case_id] = record
+        now = time.monotonic()
+        if now - shown >= PROGRESS_EVERY_S:
+            shown = now
+            print(f"[parity] {label}: {len(records):,} of {len(cases):,} cases, {(now - started) / 60:.1f} min",
+                  file=sys.stderr, flush=True)
+    return [records[case.case_id] for case in cases]
 
 
 def compare_backends(model: ModelRef, cases: Sequence[Case], device: str, threads: int | None = None) -> dict[str, Any]:
@@ -43,7 +66,7 @@ def compare_backends(model: ModelRef, cases: Sequence[Case], device: str, thread
                                                                   threads=threads)))
         for name in ("onnxruntime", "torch")
     }
-    records = {name: predictor.predict(cases) for name, predictor in predictors.items()}
+    records = {name: predict_by_group(predictor, cases, name) for name, predictor in predictors.items()}
     ort, ref = records["onnxruntime"], records["torch"]
     scored = [(a, b) for a, b in zip(ort, ref) if a["mode"] == "loglik"]
     generated = [(a, b) for a, b in zip(ort, ref) if a["mode"] == "generate"]
@@ -72,15 +95,12 @@ def compare_prefix_sharing(model: ModelRef, cases: Sequence[Case], device: str, 
                            threads: int | None = None) -> dict[str, Any]:
     """The same backend run with and without prefix sharing, group by group as a run predicts them."""
     dtype = "fp16" if device == "cuda" else "fp32"
-    groups: dict[str, list[Case]] = {}
-    for case in cases:
-        groups.setdefault(case.group, []).append(case)
     records, work = {}, {}
     for sharing in (True, False):
         predictor = Predictor(PredictorSettings(model, BackendSettings(
             name=backend, device=device, dtype=dtype, threads=threads, token_budget=1024 if device == "cpu" else 16384,
             max_token_budget=1024 if device == "cpu" else 16384, prefix_sharing=sharing)))
-        records[sharing] = [record for group in groups.values() for record in predictor.predict(group)]
+        records[sharing] = predict_by_group(predictor, cases, "shared prefixes" if sharing else "whole prompts")
         work[sharing] = {mode: dict(counts.__dict__) for mode, counts in predictor.backend.work.items()}  # type: ignore[attr-defined]
     shared, whole = records[True], records[False]
     scored = [(a, b) for a, b in zip(shared, whole) if a["mode"] == "loglik"]
