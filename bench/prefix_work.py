@@ -18,7 +18,7 @@ from medgate.backends.base import GenerateRequest, ScoreRequest
 from medgate.backends.engine import score_rows
 from medgate.backends.prefix_runner import PrefixRunner
 from medgate.backends.prefix_tree import plan_prefixes
-from medgate.cases import Case, expand_cases
+from medgate.cases import by_group, expand_cases
 from medgate.checkpoint_files import read_checkpoint_json
 from medgate.datasets import default_data_dir, load_dataset
 from medgate.models import materialize, resolve_model
@@ -67,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset(args.dataset, default_data_dir(args.data_dir), args.limit)
     cases = expand_cases([dataset], resolve_set(args.perturbations), select_prompts(args.prompts, modes), 0,
                          GROUP_SIZE)
-    groups: dict[str, list[Case]] = {}
-    for case in cases:
-        groups.setdefault(case.group, []).append(case)
+    groups = by_group(cases)
     totals = {mode: {"presented": 0, "computed": 0} for mode in ("loglik", "generate")}
     for members in groups.values():
         requests = [encode(tokenizer, prepare(tokenizer, c.prompt, c.item), MAX_NEW_TOKENS).request for c in members]

@@ -33,6 +33,14 @@ class Case:
         return f"{self.dataset}/{self.item.id}/{self.perturbation}/{self.prompt}"
 
 
+def by_group(cases: Sequence[Case]) -> dict[str, list[Case]]:
+    """Cases by group name, in the order their groups first appear (each group's cases in order)."""
+    groups: dict[str, list[Case]] = {}
+    for case in cases:
+        groups.setdefault(case.group, []).append(case)
+    return groups
+
+
 def _chunks(count: int, size: int) -> list[range]:
     """Near-equal chunks of at most `size` (so 80 cases with size 64 make 40 + 40, not 64 + 16)."""
     parts = max(1, -(-count // size))

@@ -24,9 +24,9 @@ import numpy as np
 from medgate.backends import BackendSettings, BackendUnavailable, cuda_refusal
 from medgate.backends.engine import left_pad
 from medgate.backends.export import ExportError
-from medgate.cases import Case, expand_cases
-from medgate.metrics.records import CaseRecord
+from medgate.cases import Case, by_group, expand_cases
 from medgate.datasets import DatasetError, UnknownDataset, default_data_dir, load_dataset
+from medgate.metrics.records import CaseRecord
 from medgate.models import ModelError, ModelRef, resolve_model
 from medgate.perturbations import resolve_set
 from medgate.prompts import MODES, select_prompts
@@ -43,12 +43,9 @@ PROGRESS_EVERY_S = 60.0
 def predict_by_group(predictor: Predictor, cases: Sequence[Case], label: str) -> list[CaseRecord]:
     """Every case's record, in order, predicted group by group as a run predicts them, with a line
     on stderr at most every PROGRESS_EVERY_S seconds."""
-    groups: dict[str, list[Case]] = {}
-    for case in cases:
-        groups.setdefault(case.group, []).append(case)
     records: dict[str, CaseRecord] = {}
     started = shown = time.monotonic()
-    for members in groups.values():
+    for members in by_group(cases).values():
         for case, record in zip(members, predictor.predict(members)):
             records[case.case_id] = record
         now = time.monotonic()

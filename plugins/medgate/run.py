@@ -15,7 +15,7 @@ from typing import Any
 
 from medgate.backends import BackendSettings, cuda_available
 from medgate.backends.http import ServerError
-from medgate.cases import Case, expand_cases
+from medgate.cases import Case, by_group, expand_cases
 from medgate.datasets import LoadedDataset, load_dataset
 from medgate.gates import GateCell, GateRecord, gate_cells
 from medgate.metrics import CaseRecord, MetricValue, compute_metrics, index_metrics
@@ -166,9 +166,7 @@ class WorkerSide:
 
     def set_selected(self, cases: Sequence[Case]) -> None:
         """Only the cases this session will run are predicted (after -k / --deselect)."""
-        self.groups = {}
-        for case in cases:
-            self.groups.setdefault(case.group, []).append(case)
+        self.groups = by_group(cases)
 
     def record_for(self, case: Case) -> CaseRecord:
         if self.model_error is not None:
