@@ -93,6 +93,49 @@ def test_rewritten_graph_matches_full_logits_and_multi_token_scoring(tiny_checkp
     assert multi == pytest.approx(expected, abs=1e-4)
 
 
+def test_grouped_query_rewrite_leaves_every_output_bit_for_bit(tiny_checkpoint, tmp_path, monkeypatch):
+    """The tiny model shares each key/value head between two query heads: its export as Optimum
+    writes it (LM-head rewrite only) against the same graph with grouped-query attention, on a
+    padded batch after a past, every output compared exactly."""
+    import shutil
+
+    import onnx
+    import onnxruntime
+
+    from medgate.backends import export, graph
+
+    monkeypatch.setattr(graph, "group_query_heads", lambda *args: 0)
+    export.export(tiny_checkpoint, tmp_path / "plain", "cpu", "fp32", "test")
+    monkeypatch.undo()
+    plain = tmp_path / "plain" / "model.onnx"
+    grouped = tmp_path / "grouped.onnx"
+    shutil.copyfile(plain, grouped)
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    layers, heads, kv_heads = (config[k] for k in ("num_hidden_layers", "num_attention_heads", "num_key_value_heads"))
+    assert heads > kv_heads
+    assert graph.prepare_graph(grouped, heads, kv_heads).grouped_attention_matmuls == 2 * layers
+    expands = {path.name: sum(n.op_type == "Expand" for n in onnx.load(str(path)).graph.node) for path in (plain, grouped)}
+    assert expands["model.onnx"] - expands["grouped.onnx"] == 2 * layers  # the others build masks and indices
+
+    sessions = [onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for path in (plain, grouped)]
+    rng = np.random.default_rng(0)
+    batch, past, new = 3, 7, 5
+    mask = np.ones((batch, past + new), dtype=np.int64)
+    mask[1, :4] = 0  # a left-padded past
+    mask[2, -2:] = 0  # right-padded new tokens
+    feed = {"input_ids": rng.integers(0, config["vocab_size"], (batch, new)),
+            "attention_mask": mask,
+            "position_ids": np.clip(np.cumsum(mask, axis=1) - 1, 0, None)[:, past:],
+            "logits_index": np.array([[4, 0], [3, 4], [2, 1]])}
+    for value in sessions[0].get_inputs():
+        if value.name.startswith("past_key_values."):
+            feed[value.name] = rng.standard_normal((batch, kv_heads, past, value.shape[3])).astype(np.float32)
+    outputs = [session.run(None, feed) for session in sessions]
+    assert len(outputs[0]) == 1 + 2 * layers
+    for before, after in zip(*outputs):
+        np.testing.assert_array_equal(before, after)
+
+
 def test_random_weights_model_builds_exports_and_agrees_across_backends():
     from medgate.models import ModelError, resolve_model
 

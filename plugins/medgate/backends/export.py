@@ -13,6 +13,7 @@ truncated or rewritten cached `model.onnx` is rebuilt rather than trusted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,7 +33,9 @@ from medgate.checkpoint_files import CheckpointError, audit_checkpoint, checked_
 from medgate.fingerprint import file_content_hash
 from medgate.paths import cache_dir
 
-EXPORT_VERSION = 3  # 2: eager attention (see export()); 3: the marker records each file's size and sha256
+# 2: eager attention (see export()); 3: the marker records each file's size and sha256;
+# 4: grouped-query attention without repeated key/value heads (graph.py)
+EXPORT_VERSION = 4
 EXPORT_LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "generation_config.json", "config.json")
@@ -150,7 +153,7 @@ def export(checkpoint: Path, out: Path, device: str, dtype: str, fingerprint: st
     from optimum.exporters.onnx import onnx_export_from_model
     from transformers import AutoModelForCausalLM
 
-    from medgate.backends.graph import add_logits_index
+    from medgate.backends.graph import prepare_graph
 
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"medgate: the fp16 export for --device cuda runs on the GPU through torch, and this torch "
@@ -175,17 +178,20 @@ def export(checkpoint: Path, out: Path, device: str, dtype: str, fingerprint: st
     # Skipping it stores a tied embedding twice; untied models (Llama-3.1-8B, tiny) are unchanged.
     onnx_export_from_model(model, str(out), task="text-generation-with-past", device=device, do_validation=False,
                            no_post_process=True)
+    heads = int(getattr(model.config, "num_attention_heads", 1) or 1)
+    kv_heads = int(getattr(model.config, "num_key_value_heads", None) or heads)
     del model
     for name in TOKENIZER_FILES:  # the Python export does not reliably copy the tokenizer
         if (checkpoint / name).is_file():
             shutil.copyfile(checked_file(checkpoint, name), out / name)
-    add_logits_index(out / "model.onnx")
+    rewrites = prepare_graph(out / "model.onnx", heads, kv_heads)
     record = {
         "checkpoint": str(checkpoint),
         "fingerprint": fingerprint,
         "device": device,
         "dtype": dtype,
         "export_version": EXPORT_VERSION,
+        "graph_rewrites": dataclasses.asdict(rewrites),
         "libraries": library_versions(),
         "seconds": round(time.perf_counter() - started, 2),
         "files": exported_files(out),
