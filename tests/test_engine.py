@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from medgate.backends import prefix_runner
 from medgate.backends.base import GenerateRequest, ScoreRequest
 from medgate.backends.engine import BatchPolicy, Engine, left_pad, log_softmax, next_batch
 
@@ -217,7 +218,7 @@ class RecordingModel(FakeModel):
         return super().extend(ids, mask, past, index, keep_states)
 
 
-def test_shared_passes_never_pad_a_segment_past_twice_its_width_and_leaves_skip_their_states():
+def test_shared_passes_pad_no_segment_beyond_the_limit_and_leaves_skip_their_states():
     # Nine variants share a 40-token opening; one long prompt shares nothing with them. Batched by a
     # single mixed cost, the short endings were padded to the long prompt's width.
     long = tuple(11 - i % 10 for i in range(60))  # opens with 11: no other prompt does
@@ -227,14 +228,20 @@ def test_shared_passes_never_pad_a_segment_past_twice_its_width_and_leaves_skip_
     whole = Engine(FakeModel(), prefix_sharing=False).score(requests)
     assert [r.logprobs for r in results] == [pytest.approx(w.logprobs, abs=1e-6) for w in whole]
     for real, width, _ in model.passes:
-        assert 2 * min(real) >= width, (real, width)
+        assert prefix_runner.NEW_PADDING * min(real) >= width, (real, width)
     assert {keep for *_, keep in model.passes} == {True, False}  # shared nodes keep states, leaves do not
     assert model.passes[-1][2] is False
 
 
-def test_stale_past_buffer_contents_do_not_leak_into_scores(monkeypatch):
-    from medgate.backends import prefix_runner
+def test_padding_limits_for_own_segments_and_for_long_pasts_only():
+    within = prefix_runner.within_padding
+    assert within(20, 30, 500, 600)  # own segments padded by half, the past by a fifth
+    assert not within(20, 31, 500, 600)
+    assert not within(20, 30, 400, 600)  # a long past padded by half
+    assert within(20, 30, 5, 64)  # a short past may be padded freely
 
+
+def test_stale_past_buffer_contents_do_not_leak_into_scores(monkeypatch):
     layers = prefix_runner.PastBuffer.layers
 
     def stale(self, shapes, dtype):
