@@ -33,9 +33,9 @@ class GraphRewriteError(RuntimeError):
 
 @dataclass(frozen=True)
 class GraphRewrites:
-    """What `prepare_graph` changed (recorded in the export's marker)."""
+    """What `prepare_graph` changed beyond the logits index, which every export gets (recorded in the
+    export's marker)."""
 
-    logits_index: bool
     grouped_attention_matmuls: int  # two per layer where the model shares key/value heads
 
 
@@ -49,7 +49,7 @@ def prepare_graph(model_path: Path, heads: int, kv_heads: int) -> GraphRewrites:
     if added or grouped:
         # Loaded without external data, large initializers keep pointing at the existing data file.
         onnx.save(model, str(model_path))
-    return GraphRewrites(logits_index=True, grouped_attention_matmuls=grouped)
+    return GraphRewrites(grouped_attention_matmuls=grouped)
 
 
 def add_logits_index(graph: Any, model_path: Path) -> bool:
