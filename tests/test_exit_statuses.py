@@ -38,6 +38,12 @@ def test_a_malformed_thresholds_file_is_a_usage_error_naming_file_and_line(suite
     result.stderr.fnmatch_lines([f"*{broken}: not valid TOML: *(at line 3, column *)*"])
 
 
+def test_help_lists_the_medgate_options_and_exits_0(suite):
+    result = suite.runpytest_subprocess("--help", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+    result.stdout.fnmatch_lines(["medgate: clinical language model release gates:", "*--model=MEDGATE_MODEL*"])
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "1.5", '"high"'])
 def test_a_threshold_that_is_no_share_is_refused(suite, tmp_path, value):
     thresholds = tmp_path / "t.toml"

@@ -54,6 +54,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gate(metric): a release gate evaluated on the merged results of the run")
+    if config.option.help:
+        # `pytest --help` configures plugins without converting option defaults (`--model` is
+        # still the string "tiny"), and runs nothing: there is no run to prepare.
+        return
     try:
         state = MedgateState(run_options(config.option), getattr(config, "workerinput", None))
     except OptionError as error:
