@@ -241,7 +241,8 @@ def add_run_arguments(add: Any) -> None:
         help="where upstream dataset files live (default: $MEDGATE_DATA_DIR or a per-user cache)")
     add("--limit", dest="medgate_limit", type=POSITIVE, metavar="N",
         help="seeded sample of N items per dataset, stratified by subject")
-    add("--seed", dest="medgate_seed", type=int, default=0, help="seed for sampling and perturbations (default 0)")
+    add("--seed", dest="medgate_seed", type=int, default=0, metavar="N",
+        help="seed for sampling and perturbations (default 0)")
     add("--subset", dest="medgate_subset", action="append", type=SUBSET, metavar="KEY=VALUE",
         help="keep items whose KEY (subject, language, id, pair_id) equals VALUE; repeatable")
     add("--perturbations", dest="medgate_perturbations", default="none", type=PERTURBATIONS, metavar="SET|NAMES",
