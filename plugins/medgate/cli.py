@@ -24,10 +24,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     """The parser, with the arguments of `command` only: its module is the only one imported."""
-    parser = argparse.ArgumentParser(prog="medgate", description="Release gates for clinical language models.")
+    # No abbreviations: `--mode` must not pass for `--model` where a command has only the latter.
+    parser = argparse.ArgumentParser(prog="medgate", description="Release gates for clinical language models.",
+                                     allow_abbrev=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=summary, description=summary)
+        sub = subparsers.add_parser(name, help=summary, description=summary, allow_abbrev=False)
         if name == command:
             module = importlib.import_module(module_name)
             sub.description = (module.__doc__ or summary).strip()

@@ -83,6 +83,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -107,6 +114,7 @@ THRESHOLD = _converter(parse_threshold_override, GateConfigError)
 SUBSET = _converter(parse_subset)
 PERTURBATIONS = _converter(lambda text: tuple(resolve_set(text)), PerturbationError)
 POSITIVE = _converter(positive_int)
+NON_NEGATIVE = _converter(non_negative_int)
 SECONDS = _converter(positive_float)
 BASE_URL = _converter(check_base_url)
 SIZE = _converter(parse_size)

@@ -28,10 +28,12 @@ from medgate.cases import Case, by_group, expand_cases
 from medgate.datasets import DatasetError, UnknownDataset, default_data_dir, load_dataset
 from medgate.metrics.records import CaseRecord
 from medgate.models import ModelError, ModelRef, resolve_model
-from medgate.perturbations import resolve_set
-from medgate.prompts import MODES, select_prompts
+from medgate.options import POSITIVE
+from medgate.perturbations import PerturbationError, resolve_set
+from medgate.prompts import MODES, PromptError, select_prompts
 from medgate.predictor import ModelLoadError, Predictor, PredictorSettings
 from medgate.preparation import encode, prepare
+from medgate.report.document import ReportPathError, check_output_file, emit_text
 
 REQUIRED_AGREEMENT = {"cpu": 1.0, "cuda": 0.995}
 SHARING_TOLERANCE = 1e-4  # largest log-probability difference prefix sharing may make
@@ -140,13 +142,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--dataset", action="append", help="repeatable (default: sample-en and sample-es)")
     parser.add_argument("--data-dir")
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--prompts", default="p0,j0", help="comma-separated prompt names (default p0,j0)")
+    parser.add_argument("--limit", type=POSITIVE, metavar="N", help="seeded sample of N items per dataset")
+    parser.add_argument("--prompts", default="p0,j0", help="comma-separated prompt names, default or all (default p0,j0)")
     parser.add_argument("--perturbations", default="none", help="e.g. relabel_roman for multi-token labels")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--prefix-sharing", action="store_true",
                         help="compare ONNX Runtime with and without prefix sharing instead of against torch")
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, help="write the result as JSON here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,19 +157,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"medgate parity: {refusal}", file=sys.stderr)
         return 2
     try:
+        if args.out is not None:
+            check_output_file(args.out)
         model = resolve_model(args.model)
         datasets = [load_dataset(name, default_data_dir(args.data_dir), args.limit)
                     for name in args.dataset or ("sample-en", "sample-es")]
-        prompts = [p.strip() for p in args.prompts.split(",") if p.strip()]
-        if args.prompts in ("all", "default"):
-            prompts = select_prompts(args.prompts, MODES)
-        cases = expand_cases(datasets, resolve_set(args.perturbations), prompts, seed=0, group_size=64)
+        cases = expand_cases(datasets, resolve_set(args.perturbations), select_prompts(args.prompts, MODES),
+                             seed=0, group_size=64)
+        if not cases:
+            raise ValueError("no case to compare: the datasets, prompts and perturbations select none")
         if args.prefix_sharing:
             result = compare_prefix_sharing(model, cases, args.device)
         else:
             result = compare_backends(model, cases, args.device)
     except (ModelError, ModelLoadError, DatasetError, UnknownDataset, BackendUnavailable, ExportError,
-            ValueError) as error:
+            PromptError, PerturbationError, ReportPathError, ValueError) as error:
         print(f"medgate parity: {error}", file=sys.stderr)
         return 2
     if args.prefix_sharing:
@@ -179,8 +183,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  max |logit| difference {result['max_abs_logit_diff']:.3g}")
     print(f"  max |log-prob| diff    {result['max_abs_logprob_diff']:.3g}")
     print(f"  identical generations  {result['generations_identical']}/{result['generations']}")
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.out and not emit_text(json.dumps(result, indent=2) + "\n", args.out, "medgate parity"):
+        return 2
     return 0 if passed else 1
 
 
@@ -194,6 +198,6 @@ def _print_sharing(result: dict[str, Any], out: Path | None) -> int:
         if counts["presented"]:
             print(f"  {mode:<8} tokens computed {counts['computed']:,} of {counts['presented']:,} presented "
                   f"({counts['computed'] / counts['presented']:.3f})")
-    if out:
-        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if out and not emit_text(json.dumps(result, indent=2, default=str) + "\n", out, "medgate parity"):
+        return 2
     return 0 if result["passed"] else 1

@@ -31,3 +31,15 @@ def cache_dir() -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
 
+
+
+def creation_refusal(path: Path) -> str | None:
+    """Why `path` could not be created (its nearest existing folder is a file, or not writable), or None.
+    Commands that work for minutes check their output path with it first, so a typo costs no run."""
+    parent = path.absolute().parent
+    existing = next(folder for folder in (parent, *parent.parents) if folder.exists())
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write into {existing}"
+    return None

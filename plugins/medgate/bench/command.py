@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,13 @@ from medgate.bench.contenders import (
     run_transformers,
 )
 from medgate.bench.workload import prepare_workload
-from medgate.datasets import default_data_dir
+from medgate.datasets import DatasetError, UnknownDataset, default_data_dir
 from medgate.models import ModelError, materialize, resolve_model
+from medgate.options import NON_NEGATIVE, POSITIVE
+from medgate.paths import creation_refusal
 from medgate.perturbations import PerturbationError, resolve_set
 from medgate.prompts import MODES, PromptError, select_prompts
+from medgate.report.document import ReportPathError, check_output_file, emit_text
 
 # Dense fp16/bf16 peak FLOP/s, for model FLOP utilisation on a GPU; the first entry whose words all
 # occur in nvidia-smi's name wins. The SXM H100 calls itself "NVIDIA H100 80GB HBM3" (no "SXM"),
@@ -44,7 +49,7 @@ GPU_PEAK_FLOPS: tuple[tuple[str, float], ...] = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny", help="alias, checkpoint folder or random:<config> (default tiny)")
     parser.add_argument("--dataset", default="medqa", help="registered dataset or .jsonl item file (default medqa)")
-    parser.add_argument("--limit", type=int, default=1000)
+    parser.add_argument("--limit", type=POSITIVE, default=1000, metavar="N", help="items (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", help="where upstream dataset files live")
     parser.add_argument("--prompts", "--prompt", dest="prompts", default="p0",
@@ -60,18 +65,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="openai: every contender asks the server at --base-url (medgate's client against "
                              "lm-eval's local-completions)")
     parser.add_argument("--base-url", help="--backend openai: the server's /v1 endpoint")
-    parser.add_argument("--concurrency", type=int, default=16,
+    parser.add_argument("--concurrency", type=POSITIVE, default=16,
                         help="--backend openai: requests in flight, for medgate and lm-eval alike (default 16)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--workers", type=int, default=1, help="medgate's pytest-xdist workers (default 1)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads for the transformers loop (0: default)")
+    parser.add_argument("--workers", type=POSITIVE, default=1, help="medgate's pytest-xdist workers (default 1)")
+    parser.add_argument("--threads", type=NON_NEGATIVE, default=0, help="torch threads for the transformers loop (0: default)")
     # 4 was lm-eval's fastest here on MedQA (1000 items, 2 cores): 22.6 s at 1, 20.6 s at 4, 24.0 s at 16,
     # 29.2 s at 32, 39.5 s at "auto"; each contender gets its best setting. A GPU wants large
     # batches, which lm-eval's "auto" finds.
     parser.add_argument("--lm-eval-batch-size", help="lm-eval's --batch_size (default: 4 on CPU, auto on CUDA)")
     parser.add_argument("--no-warmup", action="store_true")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    parser.add_argument("--keep", type=Path, help="keep the workload and logs in this folder")
+    parser.add_argument("--keep", type=Path, help="keep the workload and logs in this folder (default: a temporary "
+                                                  "folder, removed at the end)")
 
 
 def _parameters(checkpoint: Path) -> int:
@@ -149,13 +155,37 @@ def run(args: argparse.Namespace) -> int:
     except (PromptError, PerturbationError, ValueError) as error:
         print(f"medgate bench: {error}", file=sys.stderr)
         return 2
-    if not prompts or (args.mode != "loglik" and contenders != ["medgate"]):
+    if not prompts:
+        print(f"medgate bench: --prompts {args.prompts} selects no prompt for --mode {args.mode}", file=sys.stderr)
+        return 2
+    if args.mode != "loglik" and contenders != ["medgate"]:
         print("medgate bench: the other contenders score log-likelihood prompts only: --mode loglik, or "
               "--contenders medgate", file=sys.stderr)
         return 2
+    try:
+        if args.out is not None:
+            check_output_file(args.out)
+        if args.keep is not None and (refusal := creation_refusal(args.keep / "items.jsonl")):
+            raise ReportPathError(f"--keep {args.keep}: {refusal}")
+    except ReportPathError as error:
+        print(f"medgate bench: {error}", file=sys.stderr)
+        return 2
     folder = args.keep or Path(tempfile.mkdtemp(prefix="medgate-bench-"))
-    workload = prepare_workload(args.dataset, default_data_dir(args.data_dir), args.limit, args.seed, perturbations,
-                                prompts, checkpoint, folder)
+    try:
+        return _bench(args, contenders, checkpoint, server, prompts, perturbations, folder)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _bench(args: argparse.Namespace, contenders: list[str], checkpoint: Path, server: Server | None,
+           prompts: list[str], perturbations: Sequence[str], folder: Path) -> int:
+    try:
+        workload = prepare_workload(args.dataset, default_data_dir(args.data_dir), args.limit, args.seed,
+                                    perturbations, prompts, checkpoint, folder)
+    except (DatasetError, UnknownDataset, ValueError, OSError) as error:
+        print(f"medgate bench: {error}", file=sys.stderr)
+        return 2
     n = len(workload.cases)
     matmul = matmul_gflops()
 
@@ -222,8 +252,8 @@ def run(args: argparse.Namespace) -> int:
                      for name, r in runs.items()},
     }
     _print_table(document)
-    if args.out:
-        args.out.write_text(json.dumps(document, indent=2) + "\n")
+    if args.out and not emit_text(json.dumps(document, indent=2) + "\n", args.out, "medgate bench"):
+        return 2
     return 0
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from medgate.compare.comparison import CORRECT_TO_WRONG, WRONG_TO_CORRECT, CompareSettings, compare_reports, headers
-from medgate.compare.regression import evaluate_rules
+from medgate.compare.regression import RegressionRuleError, check_unique, evaluate_rules
 from medgate.gates import GateRecord
 from medgate.compare.reports import ReportError, load_report
-from medgate.options import POSITIVE, REGRESSION
+from medgate.options import NON_NEGATIVE, POSITIVE, REGRESSION
 from medgate.report.document import emit_text, json_text
 from medgate.report.html import render_html
 from medgate.report.markdown import render_comparison_markdown
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"family-wise error rate for the Holm-corrected tests (default {CompareSettings.alpha})")
     parser.add_argument("--replicates", type=POSITIVE, default=CompareSettings.replicates, metavar="N",
                         help=f"bootstrap replicates per cell (default {CompareSettings.replicates})")
-    parser.add_argument("--seed", type=int, default=CompareSettings.seed, help="bootstrap seed (default 0)")
+    parser.add_argument("--seed", type=NON_NEGATIVE, default=CompareSettings.seed, help="bootstrap seed (default 0)")
 
 
 def _render(fmt: str, comparison: dict[str, Any], regressions: Sequence[GateRecord], baseline: dict[str, Any],
@@ -57,10 +57,11 @@ def _render(fmt: str, comparison: dict[str, Any], regressions: Sequence[GateReco
 
 def run(args: argparse.Namespace) -> int:
     try:
+        check_unique(args.rules or ())
         baseline, current = load_report(args.baseline), load_report(args.current)
         settings = CompareSettings(alpha=args.alpha, replicates=args.replicates, seed=args.seed)
         comparison = compare_reports(baseline, current, settings)
-    except (ReportError, ValueError) as error:
+    except (ReportError, RegressionRuleError, ValueError) as error:
         print(f"medgate diff: {error}", file=sys.stderr)
         return 2
     comparison.update(headers(baseline, current, str(args.baseline), str(args.current)))

@@ -15,6 +15,8 @@ BASELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # What a comparison reads from each case; the rest of the schema is not needed to compare.
 CASE_FIELDS = frozenset({"case_id", "item_id", "dataset", "language", "perturbation", "prompt", "mode", "question",
                          "options_presented", "gold_label", "predicted_label", "correct", "prompt_hash", "item_hash"})
+TEXT_FIELDS = ("case_id", "item_id", "dataset", "language", "perturbation", "prompt", "mode", "question",
+               "gold_label", "prompt_hash", "item_hash")
 UNSAVED_STATUSES = frozenset({"incomplete", "interrupted"})
 
 
@@ -33,6 +35,8 @@ def load_report(path: Path) -> dict[str, Any]:
         raise ReportError(f"{path}: cannot read the report: {error}") from None
     except json.JSONDecodeError as error:
         raise ReportError(f"{path}: not a JSON report ({error})") from None
+    except RecursionError:
+        raise ReportError(f"{path}: not a medgate report (JSON nested too deeply)") from None
     if not isinstance(document, dict) or "cases" not in document or "manifest" not in document:
         raise ReportError(f"{path}: not a medgate report (no `cases` or `manifest`)")
     version = document.get("schema_version")
@@ -41,6 +45,8 @@ def load_report(path: Path) -> dict[str, Any]:
                           f"{' and '.join(map(repr, READABLE_SCHEMA_VERSIONS))}")
     if not isinstance(document["cases"], list) or not isinstance(document["manifest"], dict):
         raise ReportError(f"{path}: `cases` must be a list and `manifest` an object")
+    if not isinstance(document["manifest"].get("model", {}), dict):
+        raise ReportError(f"{path}: `manifest.model` must be an object")
     try:
         restore_presented(document)
     except ItemsTableError as error:
@@ -50,10 +56,30 @@ def load_report(path: Path) -> dict[str, Any]:
         missing = CASE_FIELDS - case.keys() if isinstance(case, dict) else CASE_FIELDS
         if missing:
             raise ReportError(f"{path}: cases[{index}] lacks {', '.join(sorted(missing))}")
+        wrong = _mistyped(case)
+        if wrong is not None:
+            raise ReportError(f"{path}: cases[{index}].{wrong}")
         if case["case_id"] in seen:
             raise ReportError(f"{path}: case {case['case_id']} appears twice")
         seen.add(case["case_id"])
     return document
+
+
+def _mistyped(case: dict[str, Any]) -> str | None:
+    """The first field of a case whose type a comparison cannot read, said as `field must be ...`."""
+    for name in TEXT_FIELDS:
+        if not isinstance(case[name], str):
+            return f"{name} must be a string"
+    if not isinstance(case["predicted_label"], (str, type(None))):
+        return "predicted_label must be a string or null"
+    if not isinstance(case["correct"], (bool, type(None))):
+        return "correct must be true, false or null"
+    options = case["options_presented"]
+    if not isinstance(options, list) or not all(
+            isinstance(option, dict) and isinstance(option.get("label"), str) and isinstance(option.get("text"), str)
+            for option in options):
+        return "options_presented must be a list of {label, text} objects"
+    return None
 
 
 def baselines_dir(root: Path, model_alias: str) -> Path:

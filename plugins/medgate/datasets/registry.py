@@ -23,7 +23,8 @@ _KEYS = {"description", "languages", "split", "converter", "bundled", "files", "
 
 
 class UnknownDataset(KeyError):
-    pass
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # KeyError would quote the message
 
 
 class RegistryError(ValueError):

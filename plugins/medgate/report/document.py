@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from medgate.gates import GateRecord
 from medgate.metrics import CaseRecord, MetricValue
+from medgate.paths import creation_refusal
 from medgate.report.items_table import factored, is_report
 
 # 2.0: each item's question and options once, in `items` (items_table.py); 1.0 had them on every case.
@@ -114,6 +115,14 @@ def check_writable_target(path: Path) -> None:
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "a device or other special file"
         raise ReportPathError(f"{path} exists and is {kind}, not a regular file; give a file path")
+
+
+def check_output_file(path: Path) -> None:
+    """Refuse an output file that could not be written, before the work that fills it."""
+    check_writable_target(path)
+    refusal = creation_refusal(path)
+    if refusal is not None:
+        raise ReportPathError(f"{path}: {refusal}")
 
 
 def write_json_atomic(document: dict[str, Any], path: Path) -> None:

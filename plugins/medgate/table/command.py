@@ -13,7 +13,7 @@ from pathlib import Path
 from medgate.compare.command import alpha_argument
 from medgate.compare.comparison import CompareSettings
 from medgate.compare.reports import ReportError, load_report
-from medgate.options import POSITIVE
+from medgate.options import NON_NEGATIVE, POSITIVE
 from medgate.report.document import emit_text
 from medgate.table.build import build_table
 from medgate.table.render import RENDERERS
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"family-wise error rate across the table (default {CompareSettings.alpha})")
     parser.add_argument("--replicates", type=POSITIVE, default=CompareSettings.replicates, metavar="N",
                         help=f"bootstrap replicates per difference (default {CompareSettings.replicates})")
-    parser.add_argument("--seed", type=int, default=CompareSettings.seed, help="bootstrap seed (default 0)")
+    parser.add_argument("--seed", type=NON_NEGATIVE, default=CompareSettings.seed, help="bootstrap seed (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
