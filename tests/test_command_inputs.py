@@ -40,6 +40,12 @@ def test_make_tiny_refuses_a_file_and_a_path_under_a_file(tmp_path):
     assert afile.read_text() == "x"
 
 
+@pytest.mark.parametrize("noise", ["nan", "inf", "-1"])
+def test_make_tiny_refuses_a_noise_that_is_no_finite_non_negative_number(tmp_path, noise):
+    one_clean_error(medgate("make-tiny", str(tmp_path / "t"), f"--noise={noise}"), "--noise must be a finite number")
+    assert not (tmp_path / "t").exists()
+
+
 def test_make_tiny_replaces_a_tiny_build_only_with_force(tmp_path):
     out = tmp_path / "tiny"
     assert medgate("make-tiny", str(out), "--untrained", "--quiet").returncode == 0

@@ -111,14 +111,21 @@ def test_non_finite_numbers_are_written_as_null():
     assert strict_json(text) == {"scores": {"A": None, "B": None, "C": -1.5}, "n": [None]}
 
 
-def test_a_model_giving_nan_scores_writes_strict_json_with_the_flag(suite, tiny_checkpoint, tmp_path):
+@pytest.fixture(scope="module")
+def nan_model(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with every logit NaN. Built here, not inside a test: pytester restores
+    sys.modules after each test, and numpy cannot be imported twice in one process."""
     from safetensors.numpy import load_file, save_file
 
-    nan_model = tmp_path / "nan-model"
-    shutil.copytree(tiny_checkpoint, nan_model)
-    weights = load_file(nan_model / "model.safetensors")
-    weights["model.norm.weight"][:] = math.nan  # every logit NaN
-    save_file(weights, nan_model / "model.safetensors", metadata={"format": "pt"})
+    model = tmp_path_factory.mktemp("nan") / "nan-model"
+    shutil.copytree(tiny_checkpoint, model)
+    weights = load_file(model / "model.safetensors")
+    weights["model.norm.weight"][:] = math.nan
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    return model
+
+
+def test_a_model_giving_nan_scores_writes_strict_json_with_the_flag(suite, nan_model):
     result = suite.runpytest_subprocess(f"--model={nan_model}", "--report=report.json", "-k", "sample-en and 000",
                                         *NO_CACHE)
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # the cases fail: scores contain NaN
@@ -126,3 +133,17 @@ def test_a_model_giving_nan_scores_writes_strict_json_with_the_flag(suite, tiny_
     assert "NaN" not in text and "Infinity" not in text
     cases = report_of(suite)["cases"]  # strict parse + schema
     assert len(cases) == 9 and all(c["non_finite"] and set(c["scores"].values()) == {None} for c in cases)
+    # argmax over NaN would name option A, and count it right wherever A is the gold
+    assert all(c["predicted_label"] is None and c["correct"] is False for c in cases)
+
+
+def test_a_model_giving_nan_logits_fails_its_generated_cases_and_gets_nothing_right(suite, nan_model):
+    result = suite.runpytest_subprocess(f"--model={nan_model}", "--report=report.json", "--mode=generate",
+                                        "-k", "sample-en and 000", *NO_CACHE)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*NaN or inf in the generation logits*"])
+    cases = report_of(suite)["cases"]
+    assert len(cases) == 9
+    for case in cases:
+        assert case["non_finite"] and case["stop_reason"] == "non_finite" and case["generated_tokens"] == 0
+        assert case["predicted_label"] is None and case["correct"] is False

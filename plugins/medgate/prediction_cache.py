@@ -41,14 +41,15 @@ def namespace_for(fingerprint: str, backend: str, device: str, dtype: str, max_c
 def _encode(result: ScoreResult | GenerateResult) -> str:
     if isinstance(result, ScoreResult):
         return json.dumps({"s": list(result.logprobs), "t": result.truncated_tokens, "n": result.non_finite})
-    return json.dumps({"g": list(result.token_ids), "r": result.stop_reason, "t": result.truncated_tokens})
+    return json.dumps({"g": list(result.token_ids), "r": result.stop_reason, "t": result.truncated_tokens,
+                       "n": result.non_finite})
 
 
 def _decode(text: str) -> ScoreResult | GenerateResult:
     data: dict[str, Any] = json.loads(text)
     if "s" in data:
         return ScoreResult(tuple(data["s"]), data["t"], data["n"])
-    return GenerateResult(tuple(data["g"]), data["r"], data["t"])
+    return GenerateResult(tuple(data["g"]), data["r"], data["t"], data.get("n", False))
 
 
 class PredictionCacheWarning(UserWarning):

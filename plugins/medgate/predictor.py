@@ -221,11 +221,12 @@ class Predictor:
                                       self.settings.max_new_tokens).score(prepared)
         for index, (case, item, result) in enumerate(zip(cases, prepared, results)):
             labels = case.item.labels
-            chosen = choose(result.logprobs)
+            # NaN or inf scores choose nothing: argmax over them would name an option, right by chance.
+            chosen = None if result.non_finite else choose(result.logprobs)
             record = _base_record(case, item, self.settings.record_prompts, correct=chosen == case.item.gold_index,
-                                  predicted_origin=_origin(case, chosen))
+                                  predicted_origin=None if chosen is None else _origin(case, chosen))
             record.update({
-                "predicted_label": labels[chosen],
+                "predicted_label": None if chosen is None else labels[chosen],
                 "scores": {label: round(value, 6) for label, value in zip(labels, result.logprobs)},
                 "truncated_tokens": result.truncated_tokens,
                 "non_finite": result.non_finite,
@@ -246,7 +247,7 @@ class Predictor:
         results = self.runner.generate(prepared)
         for index, (case, item, result) in enumerate(zip(cases, prepared, results)):
             output = tokenizer.decode(result.token_ids)
-            answer = parse_json_answer(output, case.item)
+            answer = parse_json_answer("" if result.non_finite else output, case.item)
             labels = case.item.labels
             origin = _origin(case, labels.index(answer.lenient_answer)) if answer.lenient_answer in labels else None
             record = _base_record(case, item, self.settings.record_prompts,
@@ -262,7 +263,7 @@ class Predictor:
                 "stop_reason": result.stop_reason,
                 "generated_tokens": len(result.token_ids),
                 "truncated_tokens": result.truncated_tokens,
-                "non_finite": False,
+                "non_finite": result.non_finite,
             })
             self.stats.truncated_cases += int(result.truncated_tokens > 0)
             records[slots[index]] = record

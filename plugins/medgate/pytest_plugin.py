@@ -203,7 +203,8 @@ class CaseOutcome:
     def check(self) -> None:
         """A case passes when the model produced a usable answer; correctness is measured, not asserted."""
         if self.record.get("non_finite"):
-            pytest.fail(f"{self.case.case_id}: scores contain NaN or inf: {self.record.get('scores')}", pytrace=False)
+            where = "generation logits" if self.record.get("mode") == "generate" else f"scores {self.record.get('scores')}"
+            pytest.fail(f"{self.case.case_id}: NaN or inf in the {where}", pytrace=False)
 
 
 class GateCheck:

@@ -36,6 +36,7 @@ class GenerateResult:
     token_ids: tuple[int, ...]
     stop_reason: str  # "eos", "stop" (the caller's stop rule) or "length"
     truncated_tokens: int = 0
+    non_finite: bool = False  # a NaN or inf appeared in the logits a token was chosen from
 
 
 # Called with the tokens generated so far for one request; True ends that request.

@@ -20,6 +20,8 @@ from medgate.backends.base import BackendInfo, GenerateRequest, GenerateResult, 
 from medgate.backends.settings import BackendSettings
 from medgate.backends.prefix_runner import PrefixRunner, Segment, TokenWork, left_aligned_states
 
+Decoded = tuple[list[int], str, bool]  # one row's generated tokens, why it stopped, whether a logit was NaN/inf
+
 # Token accounting keys: log-likelihood scoring, and generation's prefill (decoding steps are not counted).
 WORK_MODES = ("loglik", "generate")
 
@@ -283,13 +285,13 @@ class Engine:
             return self._generate_shared(requests, prompts, eos_ids, stop)
         lengths = [len(ids) for ids, _ in prompts]
         self._count_unshared("generate", lengths)
-        def decode(batch: list[int]) -> list[tuple[list[int], str]]:
+        def decode(batch: list[int]) -> list[Decoded]:
             return self._greedy([prompts[i][0] for i in batch], [requests[i].max_new_tokens for i in batch],
                                 eos_ids, stop)
 
         for batch, outputs in self._map_batches(lengths, decode):
-            for (tokens, reason), i in zip(outputs, batch):
-                results[i] = GenerateResult(tuple(tokens), reason, prompts[i][1])
+            for (tokens, reason, non_finite), i in zip(outputs, batch):
+                results[i] = GenerateResult(tuple(tokens), reason, prompts[i][1], non_finite)
         return [result for result in results if result is not None]
 
     def _generate_shared(self, requests: Sequence[GenerateRequest], prompts: Sequence[tuple[list[int], int]],
@@ -309,33 +311,40 @@ class Engine:
                 segments.append(Segment(plan.row_parent[k], own, (len(own) - 1,)))
             work.computed += sum(len(s.tokens) for s in segments)
 
-            def decode(batch: list[int]) -> list[tuple[list[int], str]]:
+            def decode(batch: list[int]) -> list[Decoded]:
                 extended = runner.extend([segments[k] for k in batch], states)
                 arrays, mask = left_aligned_states(extended.present, extended.mask)
                 return self._decode(extended.logits[:, 0, :], self.model.decoding_state(arrays), mask,
                                     [requests[window[k]].max_new_tokens for k in batch], eos_ids, stop)
 
             for batch, outputs in runner.map_segments(segments, states, decode):
-                for (tokens, reason), k in zip(outputs, batch):
-                    results[window[k]] = GenerateResult(tuple(tokens), reason, prompts[window[k]][1])
+                for (tokens, reason, non_finite), k in zip(outputs, batch):
+                    results[window[k]] = GenerateResult(tuple(tokens), reason, prompts[window[k]][1], non_finite)
         return [result for result in results if result is not None]
 
     def _greedy(self, prompts: list[list[int]], budgets: list[int], eos_ids: frozenset[int],
-                stop: StopRule) -> list[tuple[list[int], str]]:
+                stop: StopRule) -> list[Decoded]:
         ids, mask = left_pad(prompts, self.model.pad_id)
         logits, state = self.model.start(ids, mask)
         return self._decode(logits, state, mask, budgets, eos_ids, stop)
 
     def _decode(self, logits: np.ndarray, state: Any, mask: np.ndarray, budgets: list[int], eos_ids: frozenset[int],
-                stop: StopRule) -> list[tuple[list[int], str]]:
+                stop: StopRule) -> list[Decoded]:
         """Greedy decoding from a prefill's last-position `logits` [B, V], its `state` and `mask` [B, T]."""
         count = len(budgets)
         generated: list[list[int]] = [[] for _ in range(count)]
         reasons: list[str | None] = [None] * count
+        non_finite = [False] * count
         for step in range(max(budgets)):
-            next_ids = np.argmax(logits.astype(np.float32, copy=False), axis=-1)
+            as_float = logits.astype(np.float32, copy=False)
+            next_ids = np.argmax(as_float, axis=-1)
+            # NaN anywhere makes a row's maximum NaN; argmax alone would pick token 0 and go on.
+            finite = np.isfinite(as_float.max(axis=-1)).tolist()
             for row, token in enumerate(next_ids.tolist()):
                 if reasons[row] is not None:
+                    continue
+                if not finite[row]:
+                    non_finite[row], reasons[row] = True, "non_finite"
                     continue
                 if token in eos_ids:
                     reasons[row] = "eos"
@@ -351,7 +360,7 @@ class Engine:
                             dtype=np.int64)
             mask = np.concatenate([mask, np.ones((count, 1), dtype=np.int64)], axis=1)
             logits, state = self.model.step(state, feed, mask)
-        return [(tokens, reason or "length") for tokens, reason in zip(generated, reasons)]
+        return [(tokens, reason or "length", bad) for tokens, reason, bad in zip(generated, reasons, non_finite)]
 
     # -- batching ---------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -30,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.noise is not None and args.noise < 0:
-        print("medgate make-tiny: --noise must be >= 0", file=sys.stderr)
+    if args.noise is not None and not (math.isfinite(args.noise) and args.noise >= 0):
+        print(f"medgate make-tiny: --noise must be a finite number >= 0, got {args.noise}", file=sys.stderr)
         return 2
     recipe = TinyRecipe(seed=args.seed, noise=args.noise, untrained=args.untrained)
     try:
