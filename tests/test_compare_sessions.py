@@ -65,7 +65,7 @@ def test_a_worse_checkpoint_fails_its_regression_gates_under_xdist(suite, tiny_c
     (["--fail-on-regression", "accuracy:0pp"], "*--fail-on-regression needs a baseline to compare with*"),
     (["--compare", "x.json", "--fail-on-regression", "accuracy:2"], "*expects METRIC:MARGINpp, e.g. accuracy:2pp*"),
     (["--compare", "x.json", "--fail-on-regression", "speed:2pp"], "*unknown metric 'speed'*"),
-    (["--save-baseline", "../v1"], "*baseline name '../v1': use letters, digits*"),
+    (["--save-baseline", "../v1"], "*baseline name '../v1': use up to 100 letters, digits*"),
 ])
 def test_comparison_usage_errors_are_clear(suite, arguments, message):
     (suite.path / "broken.json").write_text("{not json")

@@ -45,7 +45,17 @@ def test_baselines_of_any_model_name_stay_under_reports_baselines(tmp_path, alia
     assert path.resolve().is_relative_to((tmp_path / "reports" / "baselines").resolve())
 
 
-@pytest.mark.parametrize("name", ["../v1", ".json", "v1/x", ".."])
+@pytest.mark.parametrize("name", ["../v1", ".json", "v1/x", "..", "v1.json.json", "x" * 101])
 def test_bad_baseline_names_are_refused(name):
     with pytest.raises(ReportError, match="baseline name"):
         check_baseline_name(name)
+
+
+def test_a_failed_run_saves_under_a_new_name_but_never_replaces_a_baseline(tmp_path):
+    saved = save_baseline({"status": "passed", "cases": [], "run_id": "good"}, tmp_path, "tiny", "v1")
+    with pytest.raises(ReportError, match="a failed run does not replace the baseline"):
+        save_baseline({"status": "failed", "cases": [], "run_id": "regressed"}, tmp_path, "tiny", "v1")
+    assert '"good"' in saved.read_text()
+    assert save_baseline({"status": "failed", "cases": []}, tmp_path, "tiny", "v2").is_file()
+    save_baseline({"status": "passed", "cases": [], "run_id": "better"}, tmp_path, "tiny", "v1")
+    assert '"better"' in saved.read_text()

@@ -12,6 +12,7 @@ from medgate.report.items_table import ItemsTableError, restore_presented
 from medgate.report.manifest import model_slug
 
 BASELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_BASELINE_NAME = 100  # checked before the run: a name the file system refuses would be found only after it
 # What a comparison reads from each case; the rest of the schema is not needed to compare.
 CASE_FIELDS = frozenset({"case_id", "item_id", "dataset", "language", "perturbation", "prompt", "mode", "question",
                          "options_presented", "gold_label", "predicted_label", "correct", "prompt_hash", "item_hash"})
@@ -89,8 +90,9 @@ def baselines_dir(root: Path, model_alias: str) -> Path:
 def check_baseline_name(name: str) -> str:
     """The name a baseline is saved under; `v1.json` is the baseline `v1` (saved as v1.json, not v1.json.json)."""
     stem = name.removesuffix(".json")
-    if not BASELINE_NAME.fullmatch(stem):
-        raise ReportError(f"baseline name {name!r}: use letters, digits, '.', '_' and '-' (e.g. v1 or release-2.3)")
+    if not BASELINE_NAME.fullmatch(stem) or stem.endswith(".json") or len(stem) > MAX_BASELINE_NAME:
+        raise ReportError(f"baseline name {name[:MAX_BASELINE_NAME]!r}: use up to {MAX_BASELINE_NAME} letters, "
+                          "digits, '.', '_' and '-' (e.g. v1 or release-2.3)")
     return stem
 
 
@@ -118,5 +120,10 @@ def save_baseline(document: dict[str, Any], root: Path, model_alias: str, name: 
     if status in UNSAVED_STATUSES:
         raise ReportError(f"--save-baseline {name}: the run is {status}; an incomplete run is no baseline")
     path = baselines_dir(root, model_alias) / f"{check_baseline_name(name)}.json"
+    if status == "failed" and path.exists():
+        # `--compare v1 --save-baseline v1` on a regressed checkpoint would otherwise make the
+        # regression the reference that the next run is compared with.
+        raise ReportError(f"--save-baseline {name}: the run failed its gates, and a failed run does not replace "
+                          f"the baseline {path} (save it under another name)")
     write_json_atomic({k: v for k, v in document.items() if k != "comparison"}, path)
     return path
