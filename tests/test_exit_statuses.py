@@ -38,6 +38,22 @@ def test_a_malformed_thresholds_file_is_a_usage_error_naming_file_and_line(suite
     result.stderr.fnmatch_lines([f"*{broken}: not valid TOML: *(at line 3, column *)*"])
 
 
+def test_a_misspelt_dataset_in_a_thresholds_file_stops_collection_rather_than_gate_nothing(suite, tmp_path):
+    thresholds = tmp_path / "t.toml"
+    thresholds.write_text('[accuracy]\nmin = 0.5\ndatasets = ["smple-en"]\n')
+    for workers in ((), ("-n", "2")):
+        result = suite.runpytest_subprocess(f"--thresholds={thresholds}", *workers, "-p", "no:cacheprovider")
+        assert result.ret == pytest.ExitCode.INTERRUPTED, (workers, result.stdout.str())
+        result.stdout.fnmatch_lines(["*[[]accuracy[]] datasets: 'smple-en': no dataset of this run and no registered*"])
+
+
+def test_a_prompt_or_dataset_given_twice_runs_once(suite):
+    result = suite.runpytest_subprocess("--prompts=p0,p0", "--dataset=sample-en", "--dataset=sample-en",
+                                        "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.assert_outcomes(passed=48 + 1)  # 48 cases and the accuracy gate
+
+
 def test_help_lists_the_medgate_options_and_exits_0(suite):
     result = suite.runpytest_subprocess("--help", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.OK, result.stderr.str()

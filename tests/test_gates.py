@@ -7,6 +7,7 @@ from medgate.gates import (
     gate_cells,
     load_thresholds,
     parse_threshold_override,
+    unknown_datasets,
 )
 from medgate.metrics import proportion
 from medgate.stats import wilson_interval
@@ -43,8 +44,39 @@ def test_thresholds_file_overrides_and_scope(tmp_path):
     assert thresholds.threshold("accuracy", "b", "original") == 0.4
     assert thresholds.threshold("accuracy", "c", "original") is None
     overridden = load_thresholds(path, [("accuracy", 0.95)])
-    assert overridden.threshold("accuracy", "b", "original") == 0.95
-    assert overridden.threshold("accuracy", "c", "original") == 0.95
+    assert overridden.threshold("accuracy", "b", "original") == 0.95  # the command line beats by_dataset
+    assert overridden.threshold("accuracy", "c", "original") is None  # and keeps the file's scope
+    assert load_thresholds(path, [("stability", 0.9)]).threshold("stability", "c", "typos") == 0.9  # a new rule
+
+
+@pytest.mark.parametrize("rule, message", [
+    ('min = 0.5\nmax = 0.9', r"\[accuracy\] `max` does not apply: accuracy is gated with `min`"),
+    ('min = 0.5\ndataset = ["a"]', r"\[accuracy\] unknown key `dataset`; a rule takes by_dataset, by_perturbation"),
+    ('min = 0.5\ndatasets = "a"', r"\[accuracy\] datasets must be a non-empty list of dataset names"),
+    ('min = 0.5\ndatasets = [["a"]]', r"\[accuracy\] datasets must be a non-empty list of dataset names"),
+    ('min = 0.5\nperturbations = []', r"\[accuracy\] perturbations must be a non-empty list"),
+    ('min = 0.5\nby_perturbation = { smuffle = 0.2 }', r"perturbations: unknown perturbation 'smuffle'"),
+])
+def test_a_rule_that_would_gate_somewhere_else_than_written_is_refused(tmp_path, rule, message):
+    path = tmp_path / "t.toml"
+    path.write_text(f"[accuracy]\n{rule}\n")
+    with pytest.raises(GateConfigError, match=message):
+        load_thresholds(path)
+
+
+def test_dataset_names_neither_run_nor_registered_are_found(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text('[accuracy]\nmin = 0.5\ndatasets = ["smple-en", "medqa", "mine"]\n'
+                    '[stability]\nmin = 0.5\nby_dataset = { "sample-es" = 0.4, "mne" = 0.3 }\n')
+    found = unknown_datasets(load_thresholds(path), ran=["mine", "sample-en"], registered=["medqa", "sample-es"])
+    assert found == ["[accuracy] datasets: 'smple-en'", "[stability] by_dataset: 'mne'"]
+
+
+def test_a_flat_threshold_says_it_must_be_a_table(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text("accuracy = 0.9\n")
+    with pytest.raises(GateConfigError, match=r"`accuracy = ...` must be a table: \[accuracy\] and then min = VALUE"):
+        load_thresholds(path)
 
 
 def test_bad_thresholds_file(tmp_path):
@@ -85,12 +117,14 @@ def test_a_perturbations_list_limits_a_gate_to_those_perturbations(tmp_path):
     thresholds = load_thresholds(path)
     combos = {("d", p, "p0", "loglik") for p in ("original", "typos", "gold_last", "shuffle_options+typos")}
     assert [c.gate_id for c in gate_cells("stability", thresholds, combos)] == ["d/shuffle_options+typos", "d/typos"]
-    assert load_thresholds(path, [("stability", 0.5)]).threshold("stability", "d", "gold_last") == 0.5
+    overridden = load_thresholds(path, [("stability", 0.5)])
+    assert overridden.threshold("stability", "d", "typos") == 0.5
+    assert overridden.threshold("stability", "d", "gold_last") is None  # the value changes, not the scope
 
 
 @pytest.mark.parametrize("scope, message", [
     ('["typoz"]', r"\[stability\] perturbations: unknown perturbation 'typoz'"),
-    ('"typos"', "must be a list of perturbation names"),
+    ('"typos"', "must be a non-empty list of perturbation names"),
 ])
 def test_a_bad_perturbations_list_is_refused(tmp_path, scope, message):
     path = tmp_path / "t.toml"

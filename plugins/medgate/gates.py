@@ -37,6 +37,10 @@ class GateConfigError(ValueError):
     pass
 
 
+SCOPE_KEYS = ("datasets", "perturbations", "prompts")  # where a rule applies
+OVERRIDE_TABLES = ("by_dataset", "by_perturbation")  # other values for some datasets or perturbations
+
+
 @dataclass(frozen=True)
 class Thresholds:
     source: str
@@ -59,6 +63,17 @@ class Thresholds:
                 return float(overrides[key])
         value = rule.get(bound)
         return None if value is None else float(value)
+
+
+def unknown_datasets(thresholds: Thresholds, ran: Iterable[str], registered: Iterable[str]) -> list[str]:
+    """Dataset names in the rules that are neither in this run nor registered: misspellings that would
+    silently gate nothing (a rule may name a registered dataset this run does not include)."""
+    known = set(ran) | set(registered)
+    found = []
+    for metric, rule in thresholds.rules.items():
+        for key in ("datasets", "by_dataset"):
+            found += [f"[{metric}] {key}: {name!r}" for name in rule.get(key, ()) if name not in known]
+    return found
 
 
 def parse_threshold_override(expression: str) -> tuple[str, float]:
@@ -101,18 +116,38 @@ def load_thresholds(path: Path, overrides: Iterable[tuple[str, float]] = ()) -> 
         raise GateConfigError(f"{path}: cannot read the thresholds file: {error}") from None
     rules: dict[str, dict[str, Any]] = {}
     for metric, rule in data.items():
-        if metric not in CATALOGUE or not isinstance(rule, dict):
+        if metric not in CATALOGUE:
             raise GateConfigError(f"{path}: unknown gate metric [{metric}]; known: {', '.join(CATALOGUE)}")
         bound = CATALOGUE[metric].bound
+        if not isinstance(rule, dict):
+            raise GateConfigError(f"{path}: `{metric} = ...` must be a table: [{metric}] and then {bound} = VALUE")
+        _check_keys(path, metric, rule)
         if bound not in rule:
             raise GateConfigError(f"{path}: [{metric}] needs `{bound}`")
         _check_values(path, metric, rule)
-        _check_perturbation_scope(path, metric, rule.get("perturbations"))
+        _check_dataset_scope(path, metric, rule)
+        _check_perturbation_scope(path, metric, rule)
         _check_prompt_scope(path, metric, rule.get("prompts"))
         rules[metric] = dict(rule)
-    for metric, value in overrides:  # the command line wins over every per-cell override
-        rules[metric] = {CATALOGUE[metric].bound: value}
+    for metric, value in overrides:
+        # The command line changes the number, not where the gate applies: the file's scope stays, and
+        # the value wins over the file's per-dataset and per-perturbation values.
+        scope = {key: value for key, value in rules.get(metric, {}).items() if key in SCOPE_KEYS}
+        rules[metric] = {**scope, CATALOGUE[metric].bound: value}
     return Thresholds(str(path), rules)
+
+
+def _check_keys(path: Path, metric: str, rule: Mapping[str, Any]) -> None:
+    """A misspelt key (`dataset`, `modes`) would be ignored and the gate would apply elsewhere."""
+    bound = CATALOGUE[metric].bound
+    allowed = {bound, *OVERRIDE_TABLES, *SCOPE_KEYS}
+    for key in rule:
+        if key in ("min", "max") and key != bound:
+            better = "higher" if bound == "min" else "lower"
+            raise GateConfigError(f"{path}: [{metric}] `{key}` does not apply: {metric} is gated with `{bound}` "
+                                  f"(a {better} value is better)")
+        if key not in allowed:
+            raise GateConfigError(f"{path}: [{metric}] unknown key `{key}`; a rule takes {', '.join(sorted(allowed))}")
 
 
 def _check_values(path: Path, metric: str, rule: Mapping[str, Any]) -> None:
@@ -130,12 +165,24 @@ def _check_values(path: Path, metric: str, rule: Mapping[str, Any]) -> None:
                                   f"[0, {upper:g}]")
 
 
-def _check_perturbation_scope(path: Path, metric: str, names: Any) -> None:
+def _names(path: Path, metric: str, key: str, names: Any, what: str) -> list[str]:
+    """A scope list: a non-empty list of names (an empty one, or a string, would gate nothing)."""
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        raise GateConfigError(f"{path}: [{metric}] {key} must be a non-empty list of {what}, e.g. {key} = [\"...\"]")
+    return names
+
+
+def _check_dataset_scope(path: Path, metric: str, rule: Mapping[str, Any]) -> None:
+    """Names are checked against the run once its datasets are known (`unknown_datasets`)."""
+    if "datasets" in rule:
+        _names(path, metric, "datasets", rule["datasets"], "dataset names")
+
+
+def _check_perturbation_scope(path: Path, metric: str, rule: Mapping[str, Any]) -> None:
     """A misspelt name would silently gate nothing, so every name must be a known perturbation."""
-    if names is None:
-        return
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise GateConfigError(f"{path}: [{metric}] perturbations must be a list of perturbation names")
+    names = list(rule.get("by_perturbation", {}))
+    if "perturbations" in rule:
+        names += _names(path, metric, "perturbations", rule["perturbations"], "perturbation names")
     for name in names:
         try:
             get(name)
@@ -149,7 +196,7 @@ def _check_prompt_scope(path: Path, metric: str, names: Any) -> None:
     if names is None:
         return
     known = prompt_library()
-    if not isinstance(names, list) or any(name not in known for name in names):
+    if not isinstance(names, list) or not names or any(name not in known for name in names):
         raise GateConfigError(f"{path}: [{metric}] prompts must be a list of prompt names ({', '.join(known)})")
 
 

@@ -127,7 +127,7 @@ def run_options(ns: argparse.Namespace | Any) -> RunOptions:
     model: ModelRef = ns.medgate_model
     modes = MODES if ns.medgate_mode == "both" else (ns.medgate_mode,)
     try:
-        prompts = tuple(select_prompts(ns.medgate_prompts, modes))
+        prompts = tuple(dict.fromkeys(select_prompts(ns.medgate_prompts, modes)))
         thresholds = load_thresholds(thresholds_file(model.alias, ns.medgate_thresholds),
                                      ns.medgate_threshold or ())
     except (PromptError, GateConfigError) as error:
@@ -153,7 +153,7 @@ def run_options(ns: argparse.Namespace | Any) -> RunOptions:
             check_writable_target(report)
         except ReportPathError as error:
             raise OptionError(f"--report {error}") from None
-    datasets = tuple(ns.medgate_dataset or DEFAULT_DATASETS)
+    datasets = tuple(dict.fromkeys(ns.medgate_dataset or DEFAULT_DATASETS))  # a repeated name runs once
     data_dir = default_data_dir(ns.medgate_data_dir)
     for name in datasets:
         try:

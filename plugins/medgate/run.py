@@ -17,7 +17,8 @@ from medgate.backends import BackendSettings, cuda_available
 from medgate.backends.http import ServerError
 from medgate.cases import Case, by_group, expand_cases
 from medgate.datasets import LoadedDataset, load_dataset
-from medgate.gates import GateCell, GateRecord, gate_cells
+from medgate.datasets.registry import registry
+from medgate.gates import GateCell, GateRecord, gate_cells, unknown_datasets
 from medgate.metrics import CaseRecord, MetricValue, compute_metrics, index_metrics
 from medgate.options import RunOptions
 from medgate.paths import cache_dir
@@ -57,6 +58,10 @@ class RunPlan:
     @cached_property
     def cases(self) -> list[Case]:
         o = self.options
+        misspelt = unknown_datasets(o.thresholds, [d.name for d in self.datasets], registry())
+        if misspelt:
+            raise ValueError(f"{o.thresholds.source}: {'; '.join(misspelt)}: no dataset of this run and no "
+                             "registered one (a misspelt name would gate nothing)")
         cases = expand_cases(self.datasets, o.perturbations, o.prompts, o.seed, o.group_size)
         seen: set[str] = set()
         for case in cases:
