@@ -68,7 +68,20 @@ HOSTILE = {
     "template that multiplies in C": ("chat_template.jinja", lambda f: (f / "chat_template.jinja").write_text(
         "{{ 'x' * 10 ** 12 }}")),
     "a huge template": ("chat_template.jinja", lambda f: (f / "chat_template.jinja").write_text("x" * (2 << 20))),
+    "template that raises": ("chat_template.jinja", lambda f: (f / "chat_template.jinja").write_text(
+        "{{ raise_exception('nope') }}")),
+    "template calling what is not there": ("chat_template.jinja", lambda f: (f / "chat_template.jinja").write_text(
+        "{{ undefined_fn() }}")),
+    "template dividing by zero": ("chat_template.jinja", lambda f: (f / "chat_template.jinja").write_text(
+        "{{ 1 / 0 }}")),
+    "template recursing without end": ("chat_template.jinja", lambda f: (f / "chat_template.jinja").write_text(
+        "{% macro m(x) %}{{ m(x) }}{% endmacro %}{{ m(1) }}")),
+    "template without the question": ("chat_template.jinja", lambda f: (f / "chat_template.jinja").write_text(
+        "{% for m in messages %}<s>user: {{ m.text }}{% endfor %} assistant:")),
 }
+
+GEMMA_LIKE = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+              "{% endif %}{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>")
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
@@ -93,6 +106,24 @@ def test_a_plain_copy_and_a_symlink_inside_the_folder_are_accepted(tiny_checkpoi
     shutil.move(folder / "tokenizer.json", folder / "tok.json")
     swap_symlink(folder, "tokenizer.json", "tok.json")
     assert resolve_model(str(folder)).kind == "local"
+
+
+def test_a_template_refusing_system_messages_gets_the_system_text_in_the_user_message(suite, tiny_checkpoint,
+                                                                                       tmp_path):
+    from medgate.prompts import RenderedPrompt
+    from medgate.tokenization import TextTokenizer
+
+    folder = tiny_copy(tiny_checkpoint, tmp_path / "ckpt")
+    (folder / "chat_template.jinja").write_text(GEMMA_LIKE)
+    assert resolve_model(str(folder)).kind == "local"
+    tokenizer = TextTokenizer(folder)
+    text = tokenizer.prompt_text(RenderedPrompt(system="Be brief.", user="Question?"))
+    assert tokenizer.refuses_system_messages and text == "<user>Be brief.\n\nQuestion?\n<assistant>"
+    result = suite.runpytest_subprocess(f"--model={folder}", "--prompts=p1", "--dataset=sample-en",
+                                        "--report=r.json", "-p", "no:cacheprovider", "--no-prediction-cache")
+    assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), result.stdout.str()
+    report = json.loads((suite.path / "r.json").read_text())
+    assert report["manifest"]["model"]["system_folded"] is True and len(report["cases"]) == 48
 
 
 def test_every_read_checks_the_file_even_without_the_audit(tmp_path):

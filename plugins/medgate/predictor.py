@@ -185,6 +185,7 @@ class Predictor:
             "fingerprint": self._fingerprint,
             **record,
             "chat_template": self._tokenizer.uses_chat_template if self._tokenizer else None,
+            "system_folded": self._tokenizer.refuses_system_messages if self._tokenizer else None,
             "stats": dict(self.stats.__dict__),
         }
 

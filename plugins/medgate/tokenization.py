@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,6 +41,17 @@ MAX_RENDERED_CHARS = 1 << 22
 
 class TokenizerError(RuntimeError):
     pass
+
+
+class TemplateRenderError(TokenizerError):
+    """The chat template raised while rendering (`raise_exception`, an undefined name, 1/0, ...)."""
+
+
+PROBE_QUESTION = "Which vitamin deficiency causes scurvy?"
+
+
+def _roles(messages: Sequence[Mapping[str, str]]) -> str:
+    return "a " + " + ".join(message["role"] for message in messages) + " message"
 
 
 class _RenderTimeout(Exception):
@@ -73,6 +84,7 @@ class TextTokenizer:
         self.eos_token = _token_text(self._config.get("eos_token"))
         self.chat_template, self.template_source = _chat_template(directory, self._config)
         self._compiled_template: Any = None
+        self._system_refused: bool | None = None  # whether the template refuses a system message (Gemma's)
 
     # Loading a large vocabulary (Llama 3's tokenizer.json is 9 MB) takes a noticeable part of a
     # second per worker; a run served from the prediction cache only renders prompt text, so the
@@ -140,11 +152,28 @@ class TextTokenizer:
         """The exact text given to the tokenizer: chat-formatted where the model has a template."""
         if self.chat_template is None:
             return prompt.as_plain_text()
-        messages = []
-        if prompt.system:
-            messages.append({"role": "system", "content": prompt.system})
-        messages.append({"role": "user", "content": prompt.user})
-        return self._render_chat(messages)
+        if not prompt.system:
+            return self._render_chat([{"role": "user", "content": prompt.user}])
+        if self.refuses_system_messages:
+            # As a user of such a model would: the instruction opens the user's message.
+            return self._render_chat([{"role": "user", "content": f"{prompt.system}\n\n{prompt.user}"}])
+        return self._render_chat([{"role": "system", "content": prompt.system},
+                                  {"role": "user", "content": prompt.user}])
+
+    @property
+    def refuses_system_messages(self) -> bool:
+        """Whether the chat template raises on a system message while it renders a user message alone.
+        Decided once, by rendering, so every worker folds system text the same way."""
+        if self._system_refused is None:
+            self._system_refused = False
+            if self.chat_template is not None:
+                try:
+                    self._render_chat([{"role": "system", "content": "Answer briefly."},
+                                       {"role": "user", "content": PROBE_QUESTION}])
+                except TemplateRenderError:
+                    self._render_chat([{"role": "user", "content": PROBE_QUESTION}])  # refused alone: raises
+                    self._system_refused = True
+        return self._system_refused
 
     def continuation_text(self, continuation: str) -> str:
         # After a chat template's assistant header the answer starts the message: no leading space.
@@ -186,9 +215,15 @@ class TextTokenizer:
         return EncodedChoice(tuple(prompt_ids), tuple(encoded), merges)
 
     def check_template(self) -> None:
-        """Render one short prompt, so that a template that hangs or floods is refused before any case runs."""
-        if self.chat_template is not None:
-            self._render_chat([{"role": "user", "content": "Which vitamin deficiency causes scurvy?"}])
+        """Render a short prompt, with and without a system message, so that a template that fails, hangs,
+        floods or leaves out the question is refused before any case runs."""
+        if self.chat_template is None:
+            return
+        rendered = self._render_chat([{"role": "user", "content": PROBE_QUESTION}])
+        if PROBE_QUESTION not in rendered:
+            raise TokenizerError(f"{self.template_source}: the chat template leaves out the message's content "
+                                 f"(rendered {rendered[:80]!r}); every prompt would be the same")
+        self.refuses_system_messages  # noqa: B018 - renders the system-message shape, or raises
 
     def _render_chat(self, messages: list[dict[str, str]]) -> str:
         import jinja2
@@ -215,6 +250,14 @@ class TextTokenizer:
                                  "(a loop that does not end?); refusing the chat template") from None
         except OverflowError as error:
             raise TokenizerError(f"{self.template_source}: {error}") from None
+        except TokenizerError:
+            raise
+        except jinja2.TemplateError as error:  # raise_exception(...) in the template, an undefined name
+            raise TemplateRenderError(f"{self.template_source}: the chat template failed to render "
+                                      f"{_roles(messages)}: {error}") from None
+        except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as error:
+            raise TemplateRenderError(f"{self.template_source}: the chat template failed to render "
+                                      f"{_roles(messages)}: {type(error).__name__}: {error}") from None
         return "".join(pieces)
 
 

@@ -120,6 +120,7 @@ def build_manifest(state: Any, config: Any, controller: Any, run_id: str, starte
             "revision": options.model.revision,
             "fingerprint": seen.get("fingerprint"),
             "chat_template": seen.get("chat_template"),
+            "system_folded": seen.get("system_folded"),  # the template refuses system messages
         },
         "backend": seen.get("backend", options.backend),
         "execution_provider": seen.get("execution_provider"),
