@@ -147,6 +147,36 @@ def test_an_answer_slower_than_the_timeout_is_retried_then_down(server):
     assert time.monotonic() - started < 1.5 and slept == [0.5]
 
 
+def test_a_server_dripping_its_answer_is_cut_at_the_timeout_not_per_byte():
+    """The socket timeout bounds one read; a byte every 0.2 s would otherwise hold a 0.5 s request for 4 s."""
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    body = json.dumps({"version": "x" * 20}).encode()
+
+    def drip() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+            for byte in body:
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    threading.Thread(target=drip, daemon=True).start()
+    client, _ = no_sleep_client(f"http://127.0.0.1:{port}", attempts=1, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(ServerDown, match="last: timed out"):
+        client.get("/version")
+    assert time.monotonic() - started < 1.5
+    listener.close()
+
+
 def test_nothing_listening_is_down_after_the_attempts():
     with socket.socket() as probe:  # a port that was free a moment ago
         probe.bind(("127.0.0.1", 0))

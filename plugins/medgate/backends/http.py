@@ -127,8 +127,9 @@ class JsonClient:
             retry_after = None
             try:
                 request = urllib.request.Request(url, data=data, headers=headers, method=method)
+                deadline = time.monotonic() + self.policy.timeout
                 with self._opener.open(request, timeout=self.policy.timeout) as response:
-                    raw = response.read()
+                    raw = _read_by(response, deadline)
             except urllib.error.HTTPError as error:
                 detail = _error_detail(error)
                 if error.code != 429 and error.code < 500:
@@ -150,6 +151,30 @@ class JsonClient:
                    f"{time.monotonic() - started:.1f} s (timeout {self.policy.timeout:g} s each; last: {last})")
         self._down = message
         raise ServerDown(message)
+
+
+MAX_ANSWER_BYTES = 256 << 20  # far above any scoring or generation answer; a bound on a runaway body
+
+
+def _read_by(response: Any, deadline: float) -> bytes:
+    """The whole body, or TimeoutError once `deadline` passes: the socket timeout bounds each read
+    only, so a server that drips a byte at a time would otherwise hold a request for ever."""
+    sock = getattr(getattr(response.fp, "raw", None), "_sock", None)  # the socket, to shrink its timeout
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the answer did not arrive whole within the timeout")
+        if sock is not None:
+            sock.settimeout(remaining)
+        chunk = response.read1(1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise http.client.HTTPException(f"the answer is larger than {MAX_ANSWER_BYTES >> 20} MiB")
+        chunks.append(chunk)
 
 
 def _error_detail(error: urllib.error.HTTPError) -> str:
