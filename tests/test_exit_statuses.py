@@ -54,6 +54,23 @@ def test_a_prompt_or_dataset_given_twice_runs_once(suite):
     result.assert_outcomes(passed=48 + 1)  # 48 cases and the accuracy gate
 
 
+@pytest.mark.parametrize(("arguments", "environment", "message"), [
+    ((), {"MEDGATE_CACHE_DIR": "{file}"}, "*medgate: MEDGATE_CACHE_DIR {file} is no usable folder: File exists*"),
+    (("--model=",), {}, "*argument --model: the model name is empty*"),
+    (("--dataset={folder}",), {}, "*item file {folder} is a folder, not a .jsonl file*"),
+])
+def test_unusable_places_and_names_are_usage_errors(suite, tmp_path, monkeypatch, arguments, environment, message):
+    places = {"file": tmp_path / "a-file", "folder": tmp_path / "items.jsonl"}
+    places["file"].write_text("x")
+    places["folder"].mkdir()
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value.format(**places))
+    result = suite.runpytest_subprocess(*(a.format(**places) for a in arguments), "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.stderr.fnmatch_lines([message.format(**places)])
+
+
 def test_help_lists_the_medgate_options_and_exits_0(suite):
     result = suite.runpytest_subprocess("--help", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.OK, result.stderr.str()

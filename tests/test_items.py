@@ -34,6 +34,8 @@ def test_valid_item_round_trips():
      "duplicate labels"),
     ({"id": "has space"}, "id"),
     ({"extra": 1}, "Additional properties"),
+    ({"question": " \t\n"}, r"question: ' \\t\\n' does not match"),
+    ({"options": [{"label": "A", "text": " "}, *GOOD["options"][1:]]}, r"options/0/text: ' ' does not match"),
 ])
 def test_invalid_items_say_what_is_wrong(change, message):
     with pytest.raises(ItemError, match=message):
@@ -181,6 +183,18 @@ def test_errors_do_not_echo_huge_values(tmp_path):
     options = [{"label": f"L{i}", "text": "an option text " * 20} for i in range(30)]
     path = write_lines(tmp_path / "items.jsonl", [{**GOOD, "options": options, "answer": "L1"}])
     with pytest.raises(ItemError, match="is too long") as refused:
+        load_jsonl(path)
+    assert len(str(refused.value)) < len(str(path)) + 200
+
+
+def test_a_huge_answer_or_id_is_shortened_in_the_message(tmp_path):
+    path = write_lines(tmp_path / "answer.jsonl", [{**GOOD, "answer": "Z" * 5000}])
+    with pytest.raises(ItemError, match="is not one of the option labels") as refused:
+        load_jsonl(path)
+    assert len(str(refused.value)) < len(str(path)) + 200
+    long_id = "x" * 5000
+    path = write_lines(tmp_path / "ids.jsonl", [{**GOOD, "id": long_id}, {**GOOD, "id": long_id, "question": "Q?"}])
+    with pytest.raises(ItemError, match="duplicate id") as refused:
         load_jsonl(path)
     assert len(str(refused.value)) < len(str(path)) + 200
 

@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from medgate.paths import CacheDirError
+
 # name -> (module, one-line help). Modules are imported lazily: `medgate diff` must not load onnxruntime.
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-tiny": ("medgate.tiny.command", "build the tiny test-double model (optionally degraded or untrained)"),
@@ -44,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(command).parse_args(arguments)
     try:
         return int(args._module.run(args))
+    except CacheDirError as error:  # whichever command reached the cache first
+        print(f"medgate {args.command}: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("medgate: interrupted", file=sys.stderr)
         return 130

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from medgate.schemas import first_error
+from medgate.schemas import first_error, shown
 
 
 class ItemError(ValueError):
@@ -129,7 +129,7 @@ def _plainly_valid(record: Any) -> bool:
     identifier, dataset, question, answer = (record.get(k) for k in ("id", "dataset", "question", "answer"))
     if not (type(identifier) is str and _ID.fullmatch(identifier) and type(dataset) is str
             and _DATASET.fullmatch(dataset) and record.get("language") in ("en", "es")
-            and type(question) is str and question and type(answer) is str):
+            and type(question) is str and not question.isspace() and question and type(answer) is str):
         return False
     if any(key in record and type(record[key]) is not str for key in _OPTIONAL_TEXT):
         return False
@@ -138,7 +138,7 @@ def _plainly_valid(record: Any) -> bool:
         return False
     return all(
         type(o) is dict and len(o) == 2 and type(o.get("label")) is str and _LABEL.fullmatch(o["label"])
-        and type(o.get("text")) is str and o["text"] != ""
+        and type(o.get("text")) is str and o["text"] != "" and not o["text"].isspace()
         for o in options
     )
 
@@ -155,9 +155,9 @@ def item_from_dict(record: Any) -> Item:
                         "no UTF-8 text can hold")
     labels = [option["label"] for option in record["options"]]
     if len(set(labels)) != len(labels):
-        raise ItemError(f"options: duplicate labels {labels}")
+        raise ItemError(f"options: duplicate labels {shown(labels)}")
     if record["answer"] not in labels:
-        raise ItemError(f"answer: {record['answer']!r} is not one of the option labels {labels}")
+        raise ItemError(f"answer: {shown(record['answer'])} is not one of the option labels {shown(labels)}")
     return item_from_valid_dict(record)
 
 
@@ -237,7 +237,7 @@ def load_jsonl(path: Path, expected_dataset: str | None = None) -> list[Item]:
             if expected_dataset is not None and item.dataset != expected_dataset:
                 raise ItemError(f"{where}: dataset is {item.dataset!r}, expected {expected_dataset!r}")
             if item.id in seen:
-                raise ItemError(f"{where}: duplicate id {item.id!r} (first on line {seen[item.id]})")
+                raise ItemError(f"{where}: duplicate id {shown(item.id)} (first on line {seen[item.id]})")
             seen[item.id] = line_number
             asked = (item.language, " ".join(item.question.split()).casefold())
             if asked in questions:

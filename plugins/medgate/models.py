@@ -8,6 +8,7 @@ snapshot) happens later, on the worker that needs the weights.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -16,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from medgate.checkpoint_files import CheckpointError, audit_checkpoint
+from medgate.checkpoint_files import CheckpointError, audit_checkpoint, read_checkpoint_text
 from medgate.paths import fixtures_dir
 from medgate.tokenization import TextTokenizer, TokenizerError
 
@@ -55,6 +56,8 @@ def _environment_override(alias: str) -> str | None:
 
 
 def resolve_model(spec: str) -> ModelRef:
+    if not spec.strip():
+        raise ModelError("the model name is empty (give an alias, a checkpoint folder, a hub id or random:<config>)")
     known = model_registry()
     if spec in known:
         entry = known[spec]
@@ -96,10 +99,28 @@ def check_checkpoint(path: Path) -> None:
     """Refuse a checkpoint folder medgate must not read, naming the file at fault."""
     try:
         audit_checkpoint(path)
+        _check_context(path)
         if (path / "tokenizer.json").is_file():
-            TextTokenizer(path).check_template()
+            tokenizer = TextTokenizer(path)
+            tokenizer.check_vocabulary()
+            tokenizer.check_template()
     except (CheckpointError, TokenizerError) as error:
         raise ModelError(f"refusing checkpoint folder {path}: {error}") from None
+
+
+def _check_context(path: Path) -> None:
+    """A context length that is no positive integer would be read as the 2048 default, or break every pass."""
+    if not (path / "config.json").is_file():
+        return
+    try:
+        config = json.loads(read_checkpoint_text(path, "config.json"))
+    except ValueError as error:
+        raise CheckpointError(f"{path / 'config.json'}: not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path / 'config.json'}: not a JSON object")
+    context = config.get("max_position_embeddings")
+    if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context <= 0):
+        raise CheckpointError(f"{path / 'config.json'}: max_position_embeddings = {context!r} is no positive integer")
 
 
 def materialize(ref: ModelRef, allow_download: bool = False) -> Path:

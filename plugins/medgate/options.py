@@ -218,7 +218,7 @@ def server_settings(ns: argparse.Namespace | Any, model: ModelRef) -> ServerSett
 
 def add_run_arguments(add: Any) -> None:
     """Declare the options on an argparse parser or a pytest option group (same signature)."""
-    add("--model", dest="medgate_model", default=os.environ.get("MEDGATE_MODEL", "tiny"), type=MODEL,
+    add("--model", dest="medgate_model", default=os.environ.get("MEDGATE_MODEL") or "tiny", type=MODEL,
         help="model alias from fixtures/models.toml, a local checkpoint folder, a hub id org/name[@rev], "
              "or random:<config> (default: tiny, or $MEDGATE_MODEL)")
     add("--backend", dest="medgate_backend", default="onnxruntime", choices=BACKENDS,

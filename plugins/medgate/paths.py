@@ -20,6 +20,10 @@ def fixtures_dir() -> Path:
     return path
 
 
+class CacheDirError(OSError):
+    pass
+
+
 def cache_dir() -> Path:
     """Root of medgate's caches: built models, ONNX exports, converted items, predictions."""
     configured = os.environ.get("MEDGATE_CACHE_DIR")
@@ -28,7 +32,11 @@ def cache_dir() -> Path:
     else:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         path = Path(base) / "medgate"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        source = "MEDGATE_CACHE_DIR" if configured else "the cache folder"
+        raise CacheDirError(f"{source} {path} is no usable folder: {error.strerror or error}") from None
     return path
 
 

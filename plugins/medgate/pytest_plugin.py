@@ -26,6 +26,7 @@ from medgate.cases import Case
 from medgate.compare import ReportError
 from medgate.interrupts import TerminateAsInterrupt
 from medgate.metrics.records import CaseRecord
+from medgate.paths import CacheDirError
 from medgate.options import OptionError, add_run_arguments, run_options
 from medgate.predictor import ModelLoadError
 from medgate.pytest_controller import MedgateController, project_root
@@ -60,7 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     try:
         state = MedgateState(run_options(config.option), getattr(config, "workerinput", None))
-    except OptionError as error:
+    except (OptionError, CacheDirError) as error:
         raise pytest.UsageError(f"medgate: {error}") from None
     config.stash[STATE] = state
     if getattr(config.option, "dist", "no") == "load":

@@ -47,7 +47,8 @@ def validator(name: str) -> Any:
     return EcmaValidator(schema)
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A value as a message quotes it: its repr, cut at SHOWN_VALUE_CHARS."""
     text = repr(value)
     return text if len(text) <= SHOWN_VALUE_CHARS else text[: SHOWN_VALUE_CHARS - 1] + "…"
 
@@ -60,7 +61,7 @@ def first_error(name: str, instance: Any) -> str | None:
     error = errors[0]
     where = "/".join(str(part) for part in error.absolute_path)
     # A message quotes the whole offending value (30 options before "is too long"): shorten it.
-    message = error.message.replace(repr(error.instance), _shown(error.instance))
+    message = error.message.replace(repr(error.instance), shown(error.instance))
     if len(message) > 4 * SHOWN_VALUE_CHARS:
         message = message[: 4 * SHOWN_VALUE_CHARS - 1] + "…"
     return f"{where}: {message}" if where else message

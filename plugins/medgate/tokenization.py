@@ -93,7 +93,12 @@ class TextTokenizer:
     def _tokenizer(self) -> Tokenizer:
         from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_str(read_checkpoint_text(self._directory, "tokenizer.json"))
+        try:
+            tokenizer = Tokenizer.from_str(read_checkpoint_text(self._directory, "tokenizer.json"))
+        except Exception as error:  # the tokenizers library raises a bare Exception for a malformed file
+            if isinstance(error, CheckpointError):
+                raise
+            raise TokenizerError(f"{self._path}: not a tokenizer the tokenizers library reads ({error})") from None
         tokenizer.no_padding()
         tokenizer.no_truncation()
         return tokenizer
@@ -213,6 +218,10 @@ class TextTokenizer:
                 merges += 1
                 encoded.append(tuple(self.encode(continuation, add_special_tokens=False)))
         return EncodedChoice(tuple(prompt_ids), tuple(encoded), merges)
+
+    def check_vocabulary(self) -> None:
+        """Load tokenizer.json now, so a malformed one is one refusal rather than a failure per case."""
+        self._tokenizer  # noqa: B018 - loads, or raises TokenizerError naming the file
 
     def check_template(self) -> None:
         """Render a short prompt, with and without a system message, so that a template that fails, hangs,

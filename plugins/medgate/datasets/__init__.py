@@ -149,11 +149,22 @@ def _known_values(items: Sequence[Item], subsets: Sequence[tuple[str, str]]) -> 
     return "".join(hints)
 
 
+def _check_item_file(path: Path) -> None:
+    if path.is_file():
+        return
+    if path.is_symlink() and not path.exists():
+        raise DatasetError(f"item file {path} is a symbolic link to nothing")
+    if path.is_dir():
+        raise DatasetError(f"item file {path} is a folder, not a .jsonl file")
+    if path.exists():
+        raise DatasetError(f"item file {path} is not a regular file (a device or a pipe?)")
+    raise DatasetError(f"item file {path} does not exist")
+
+
 def check_available(name_or_path: str, data_dir: Path) -> None:
     """Cheap check when options are parsed: the name is known and its files are where expected."""
     if _is_item_file(name_or_path):
-        if not Path(name_or_path).expanduser().is_file():
-            raise DatasetError(f"item file {name_or_path} does not exist")
+        _check_item_file(Path(name_or_path).expanduser())
         return
     spec_paths(get_spec(name_or_path), data_dir)
 
@@ -164,8 +175,7 @@ def load_dataset(name_or_path: str, data_dir: Path, limit: int | None = None, se
     excluded: dict[str, int] = {}
     details: dict[str, Any] = {}
     if _is_item_file(name_or_path):
-        if not candidate.is_file():
-            raise DatasetError(f"item file {candidate} does not exist")
+        _check_item_file(candidate)
         name, items, files = _load_path(candidate)
         split, salt = "file", name
     else:
