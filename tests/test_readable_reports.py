@@ -167,7 +167,7 @@ def test_a_rendering_failure_is_reported_not_raised(tmp_path, reports, monkeypat
     del broken["comparison"]["flips"]  # malformed on purpose: the renderers cannot cope
     written, errors = write_readable_outputs(broken, tmp_path / "run.json")
     assert not (tmp_path / "run.md").exists() and not (tmp_path / "run.html").exists()
-    assert written == [] and len(errors) == 2 and "KeyError('flips')" in errors[0]
+    assert written == [] and len(errors) == 2 and "KeyError: 'flips'" in errors[0]
 
 
 @pytest.mark.parametrize(("output", "kind"), [
@@ -201,3 +201,14 @@ def test_glance_counts_positions_and_failures_from_the_cases():
     assert generated == 10 and [(g.kind, g.count) for g in groups] == [("label only", 9)]
     probabilities = option_probabilities({"A": -0.1, "B": -3.0, "C": None, "D": -1e9}, "ABCD")
     assert probabilities[2] is None and sum(p for p in probabilities if p is not None) == pytest.approx(1, abs=1e-12)
+
+
+def test_changes_read_in_points_for_shares_and_as_differences_for_scores_and_distances():
+    from medgate.report.summary import change_text
+
+    assert change_text(-0.2083, "accuracy") == "-20.8 pp"
+    assert change_text(0.05, "prompt_spread") == "+5.0 pp"  # a difference of two accuracies
+    assert change_text(0.381, "brier") == "+0.381"  # 0 to 2: no share
+    assert change_text(-0.04, "ece") == "-0.040"
+    assert change_text(0.1, "position_bias") == "+0.100"
+    assert change_text(None, "brier") == "-"

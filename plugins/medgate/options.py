@@ -254,7 +254,8 @@ def add_run_arguments(add: Any) -> None:
     add("--subset", dest="medgate_subset", action="append", type=SUBSET, metavar="KEY=VALUE",
         help="keep items whose KEY (subject, language, id, pair_id) equals VALUE; repeatable")
     add("--perturbations", dest="medgate_perturbations", default="none", type=PERTURBATIONS, metavar="SET|NAMES",
-        help="none (default), a set from fixtures/perturbations.toml (one-step, two-step, all) or names a,b+c")
+        help="none (default), a set from fixtures/perturbations.toml (one-step, two-step, all, circular) or "
+             "names a,b+c")
     add("--prompts", dest="medgate_prompts", default="default", metavar="default|all|NAMES",
         help="prompt templates: default (p0 / j0), all, or comma-separated names")
     add("--mode", dest="medgate_mode", default="loglik", choices=("loglik", "generate", "both"),

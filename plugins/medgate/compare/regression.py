@@ -22,6 +22,7 @@ from medgate.gates import GateKind, GateRecord
 from medgate.metrics import ALL, ORIGINAL, Combo, TwinPair
 from medgate.metrics.catalogue import CATALOGUE, PAIRED
 from medgate.metrics.scopes import blocks
+from medgate.report.summary import change_text
 
 NOTHING_COMPARED = "a regression gate with nothing to compare fails"
 NO_BLOCK = "-"  # the dataset and mode of the gate that stands for a rule without any block
@@ -154,16 +155,14 @@ def cell_name(cell: Mapping[str, Any]) -> str:
     return f"{cell['metric']}[{cell['dataset']}/{cell['perturbation']}/{cell['prompt']}/{cell['mode']}]"
 
 
-def _pp(share: float | None) -> str:
-    return "-" if share is None else f"{share * 100:+.1f} pp"
-
-
 def describe_change(cell: Mapping[str, Any]) -> str:
     """`0.958 -> 0.750 (-20.8 pp, 95% CI ...; 10 worse, 0 better, McNemar p=..., Holm-adjusted p=...)`."""
     if cell.get("baseline") is None or cell.get("current") is None:
         return "no value to compare"
-    interval = "" if cell.get("ci_low") is None else f", 95% CI {_pp(cell['ci_low'])} to {_pp(cell['ci_high'])}"
-    text = f"{cell['baseline']:.3f} -> {cell['current']:.3f} ({_pp(cell['delta'])}{interval}"
+    metric = cell.get("metric")
+    interval = ("" if cell.get("ci_low") is None else
+                f", 95% CI {change_text(cell['ci_low'], metric)} to {change_text(cell['ci_high'], metric)}")
+    text = f"{cell['baseline']:.3f} -> {cell['current']:.3f} ({change_text(cell['delta'], metric)}{interval}"
     if cell.get("p_value") is None:
         return text + "; not a paired proportion: no McNemar test)"
     return (text + f"; {cell['worse']} worse, {cell['better']} better, McNemar p={cell['p_value']:.2g}, "

@@ -36,6 +36,7 @@ class MetricSpec:
     across_prompts: bool = False  # compares prompts: it has only an all-prompt (`*`) cell
     upper: float = 1.0  # the largest value it can take (a threshold must lie in [0, upper])
     interval: str | None = "95% Wilson CI"  # what its ci_low..ci_high are
+    in_points: bool = True  # a share (or a difference of shares): changes read in percentage points
 
     def __post_init__(self) -> None:
         if (self.units is None) == (self.statistic is None):
@@ -90,7 +91,7 @@ _SPECS = (
                units=consistency.consistency, regression_scope="across"),
     MetricSpec("position_bias", "case", "every", "lower",
                "total-variation distance between the chosen and the gold presented positions",
-               statistic=position.position_bias, interval=None),
+               statistic=position.position_bias, interval=None, in_points=False),
     MetricSpec("order_sensitivity_gap", "case", "across", "lower",
                "accuracy under the best minus the worst ordering of the options",
                statistic=position.order_sensitivity_gap, interval=None),
@@ -105,10 +106,12 @@ _SPECS = (
                statistic=prompt_sensitivity.prompt_sensitivity, across_prompts=True, interval=None),
     MetricSpec("ece", "case", "every", "lower",
                "expected calibration error of the options' normalised probabilities, 10 equal-width bins",
-               statistic=calibration.calibration, only_mode="loglik", interval="95% bootstrap CI"),
+               statistic=calibration.calibration, only_mode="loglik", interval="95% bootstrap CI",
+               in_points=False),
     MetricSpec("brier", "case", "every", "lower",
                "Brier score of the options' normalised probabilities (sum over options, 0 to 2)",
-               statistic=calibration.calibration, only_mode="loglik", upper=2.0, interval="95% bootstrap CI"),
+               statistic=calibration.calibration, only_mode="loglik", upper=2.0, interval="95% bootstrap CI",
+               in_points=False),
 )
 CATALOGUE: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
 PAIRED = frozenset(name for name, spec in CATALOGUE.items() if spec.paired)

@@ -387,7 +387,7 @@ def _comparison(comparison: Mapping[str, Any]) -> str:
     if worst:
         parts.append("<h3>Biggest regressions</h3>" + _table(
             ["cell", "baseline", "current", "change", "95% CI", "p", "p (Holm)", "significant"],
-            [[_e(cell_label(c)), value_text(c["baseline"]), value_text(c["current"]), _e(change_text(c["delta"])),
+            [[_e(cell_label(c)), value_text(c["baseline"]), value_text(c["current"]), _e(change_text(c["delta"], c["metric"])),
               _e(interval_text(c["ci_low"], c["ci_high"])), p_text(c["p_value"]), p_text(c["p_adjusted"]),
               "yes" if c["significant"] else "no"] for c in worst], "regressions"))
     for direction, title in ((CORRECT_TO_WRONG, "correct &rarr; wrong"), (WRONG_TO_CORRECT, "wrong &rarr; correct")):

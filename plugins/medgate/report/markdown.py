@@ -142,7 +142,7 @@ def comparison_lines(comparison: Mapping[str, Any]) -> list[str]:
     if worst:
         lines += ["### Biggest regressions", ""]
         lines += _table(["cell", "baseline", "current", "change", "95% CI", "p", "p (Holm)", "significant"], [
-            [md_text(cell_label(c)), value_text(c["baseline"]), value_text(c["current"]), change_text(c["delta"]),
+            [md_text(cell_label(c)), value_text(c["baseline"]), value_text(c["current"]), change_text(c["delta"], c["metric"]),
              interval_text(c["ci_low"], c["ci_high"]), p_text(c["p_value"]), p_text(c["p_adjusted"]),
              "**yes**" if c["significant"] else "no"] for c in worst])
     for direction, title in ((CORRECT_TO_WRONG, "correct → wrong"), (WRONG_TO_CORRECT, "wrong → correct")):

@@ -29,5 +29,5 @@ def write_readable_outputs(document: Document, json_path: Path,
             write_text_atomic(render(), target)
             written.append(target)
         except Exception as error:  # noqa: BLE001 - a rendering bug must not cost the run its report
-            errors.append(f"could not write {target}: {error!r}")
+            errors.append(f"could not write {target}: {type(error).__name__}: {error}")
     return written, errors

@@ -111,8 +111,12 @@ def value_text(share: float | None) -> str:
     return "-" if share is None else f"{share:.3f}"
 
 
-def change_text(delta: float | None) -> str:
-    return "-" if delta is None else f"{delta * 100:+.1f} pp"
+def change_text(delta: float | None, metric: str | None = None) -> str:
+    """A change in percentage points for a share; as a plain difference for a distance or a score."""
+    if delta is None:
+        return "-"
+    spec = CATALOGUE.get(metric) if metric else None
+    return f"{delta:+.3f}" if spec is not None and not spec.in_points else f"{delta * 100:+.1f} pp"
 
 
 def p_text(value: float | None) -> str:

@@ -44,8 +44,9 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
         try:
             yield number, json.loads(line)
         except json.JSONDecodeError as error:
+            reason = error.msg.removesuffix(" at")  # "Unterminated string starting at" says "at" itself
             raise UpstreamFormatError(
-                f"{path}:{number}: record is not valid JSON ({error.msg} at column {error.colno})"
+                f"{path}:{number}: record is not valid JSON ({reason} at column {error.colno})"
             ) from None
 
 
