@@ -42,3 +42,18 @@ def test_the_default_run_keeps_its_groups_of_64_items():
     cases = _cases(None, "none", ["p0"], group_size=64)
     sizes = sorted({len([c for c in cases if c.group == g]) for g in {c.group for c in cases}})
     assert max(sizes) <= 64 and len({c.group for c in cases}) == -(-len(cases) // 64)
+
+
+def test_an_item_a_perturbation_cannot_take_is_named(tmp_path):
+    import json
+
+    import pytest
+
+    from medgate.perturbations import PerturbationError
+
+    item = {"id": "q1", "dataset": "odd", "language": "en", "question": "Which?", "answer": "b",
+            "options": [{"label": "AAAA", "text": "x"}, {"label": "ZZZZ", "text": "y"}, {"label": "b", "text": "z"}]}
+    (tmp_path / "odd.jsonl").write_text(json.dumps(item) + "\n")
+    dataset = load_dataset(str(tmp_path / "odd.jsonl"), tmp_path)
+    with pytest.raises(PerturbationError, match=r"^add_nota_distractor on item odd/q1: cannot tell which label"):
+        expand_cases([dataset], ["add_nota_distractor"], ["p0"], seed=0, group_size=64)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from medgate.datasets import LoadedDataset
 from medgate.items import Item
-from medgate.perturbations import apply
+from medgate.perturbations import PerturbationError, apply
 from medgate.prompts import prompt_library
 
 
@@ -55,7 +55,8 @@ def expand_cases(datasets: Sequence[LoadedDataset], perturbations: Sequence[str]
     cases: list[Case] = []
     for dataset in datasets:
         # presented[p][i]: item i under perturbation p, beside its source
-        presented = [[(apply(perturbation, item, seed), item) for item in dataset.items] for perturbation in perturbations]
+        presented = [[(_perturbed(perturbation, item, seed), item) for item in dataset.items]
+                     for perturbation in perturbations]
         groups: dict[str, dict[tuple[int, int], str]] = {}
         for prompt in prompts:
             usable = [i for i, item in enumerate(dataset.items) if item.language in library[prompt]]
@@ -69,6 +70,13 @@ def expand_cases(datasets: Sequence[LoadedDataset], perturbations: Sequence[str]
                         cases.append(Case(dataset.name, shown, source, perturbation, prompt, mode,
                                           groups[prompt][(i, p_index)]))
     return cases
+
+
+def _perturbed(perturbation: str, item: Item, seed: int) -> Item:
+    try:
+        return apply(perturbation, item, seed)
+    except PerturbationError as error:  # an item this perturbation cannot take: say which
+        raise PerturbationError(f"{perturbation} on item {item.dataset}/{item.id}: {error}") from None
 
 
 def _item_groups(dataset: str, prompt: str, items: Sequence[int], variants: int,
