@@ -71,6 +71,13 @@ def test_unusable_places_and_names_are_usage_errors(suite, tmp_path, monkeypatch
     result.stderr.fnmatch_lines([message.format(**places)])
 
 
+def test_a_generation_budget_over_half_the_context_is_one_clear_error(suite):
+    result = suite.runpytest_subprocess("--mode=generate", "--max-new-tokens=1024", "-p", "no:cacheprovider")
+    assert result.ret == 3, result.stdout.str()
+    result.stdout.fnmatch_lines(["*--max-new-tokens 1024 leaves too little of the model's context (1024 tokens) "
+                                 "for the prompt: use at most 512*"])
+
+
 def test_help_lists_the_medgate_options_and_exits_0(suite):
     result = suite.runpytest_subprocess("--help", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.OK, result.stderr.str()

@@ -72,6 +72,7 @@ class Predictor:
         self._tokenizer: TextTokenizer | None = None
         self._backend: Backend | None = None
         self._backend_failure: Exception | None = None
+        self._generation_room_checked = False
         self._reference: Backend | None = None
         self._cache: PredictionCache | None = None
         self.runner: PromptRunner = BackendRunner(lambda: self.tokenizer, lambda: self.backend,
@@ -242,8 +243,24 @@ class Predictor:
             self.stats.truncated_cases += int(result.truncated_tokens > 0)
             records[slots[index]] = record
 
+    def _check_generation_room(self) -> None:
+        """A generation budget over half the context would leave the prompts cut to a few tokens (or to
+        nothing), and every generated case would answer a question it was not shown."""
+        if self._generation_room_checked:
+            return
+        record = self._backend_record()
+        if record is None:
+            self.backend  # noqa: B018 - loads the backend, which knows the context
+            record = self._backend_record()
+        context = record.get("max_context") if record else None
+        if isinstance(context, int) and self.settings.max_new_tokens > context // 2:
+            raise ModelLoadError(f"--max-new-tokens {self.settings.max_new_tokens} leaves too little of the model's "
+                                 f"context ({context} tokens) for the prompt: use at most {context // 2}")
+        self._generation_room_checked = True
+
     def _generate(self, cases: Sequence[Case], prepared: Sequence[PreparedPrompt], slots: Sequence[int],
                   records: list[CaseRecord | None]) -> None:
+        self._check_generation_room()
         tokenizer = self.tokenizer
         results = self.runner.generate(prepared)
         for index, (case, item, result) in enumerate(zip(cases, prepared, results)):
