@@ -3,6 +3,7 @@ non-finite scores in strict JSON."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -106,7 +107,7 @@ def test_failing_gates_with_an_unwritable_report_exit_3(suite, untrained_checkpo
 def test_a_model_that_cannot_be_loaded_is_one_clear_error(suite, tmp_path, workers):
     broken = tmp_path / "broken-model"
     broken.mkdir()
-    (broken / "config.json").write_text('{"model_type": "llama", ')  # cut off
+    (broken / "config.json").write_text('{"model_type": "llama"}')  # and no tokenizer.json
     result = suite.runpytest_subprocess(f"--model={broken}", "--report=report.json", *workers, *NO_CACHE)
     output = result.stdout.str()
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR, output
@@ -120,6 +121,18 @@ def test_a_model_that_cannot_be_loaded_is_one_clear_error(suite, tmp_path, worke
     result.stdout.fnmatch_lines([f"medgate: the model could not be loaded: model '{broken}': loading the tokenizer "
                                  "failed: TokenizerError: * has no tokenizer.json*",
                                  "*the model could not be loaded, so no case ran: model *"])
+
+
+def test_a_failed_export_says_why_in_the_report(suite, tiny_checkpoint, tmp_path):
+    unknown = tmp_path / "unknown-architecture"
+    shutil.copytree(tiny_checkpoint, unknown)
+    config = json.loads((unknown / "config.json").read_text())
+    (unknown / "config.json").write_text(json.dumps({**config, "model_type": "bert_bogus"}))
+    result = suite.runpytest_subprocess(f"--model={unknown}", "--report=report.json", "--dataset=sample-en", *NO_CACHE)
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR, result.stdout.str()
+    error = report_of(suite)["errors"][0]
+    assert f"ONNX export of {unknown} failed (exit 1): ValueError: The checkpoint you are trying to load has model " \
+           "type `bert_bogus`" in error
 
 
 @pytest.mark.skipif(os.geteuid() != 0 and not os.access("/dev", os.W_OK),

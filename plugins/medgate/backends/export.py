@@ -17,11 +17,13 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 import warnings
+from collections import deque
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -134,13 +136,38 @@ def ensure_export(checkpoint: Path, fingerprint: str, device: str, dtype: str, q
             print(f"[medgate] exporting {checkpoint} to ONNX ({device}, {dtype}) once...", file=sys.stderr,
                   flush=True)
         # stdin closed: nothing in the export (transformers asking to trust a folder's code) can wait on a user.
-        completed = subprocess.run(command, check=False, stdin=subprocess.DEVNULL, capture_output=quiet, text=True)
-        if completed.returncode != 0 or not (staging / COMPLETE_MARKER).is_file():
-            detail = (completed.stderr or "")[-2000:] if quiet else "see the output above"
+        returncode, tail = _run_keeping_tail(command, echo=not quiet)
+        if returncode != 0 or not (staging / COMPLETE_MARKER).is_file():
             shutil.rmtree(staging, ignore_errors=True)
-            raise ExportError(f"ONNX export of {checkpoint} failed (exit {completed.returncode}): {detail}")
+            raise ExportError(f"ONNX export of {checkpoint} failed (exit {returncode}): {_cause(tail)}")
         os.replace(staging, target)
     return target
+
+
+def _run_keeping_tail(command: list[str], echo: bool, keep: int = 40) -> tuple[int, list[str]]:
+    """Run, echoing standard error as it comes (an export takes minutes) and keeping its last lines,
+    so the report can say why an export failed rather than point at a terminal nobody kept."""
+    tail: deque[str] = deque(maxlen=keep)
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=None if echo else subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, errors="replace") as process:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if echo:
+                sys.stderr.write(line)
+            tail.append(line.rstrip("\n"))
+    return process.returncode, list(tail)
+
+
+def _cause(tail: list[str]) -> str:
+    """The exception line of a Python traceback (the last `SomeError: ...`), else the last lines said."""
+    said = [line.strip() for line in tail if line.strip()]
+    if not said:
+        return "it printed nothing"
+    raised = [line for line in said if _EXCEPTION_LINE.match(line)]
+    return (raised[-1] if raised else " | ".join(said[-3:]))[:500]
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
 
 
 def export(checkpoint: Path, out: Path, device: str, dtype: str, fingerprint: str) -> None:
