@@ -61,8 +61,10 @@ def test_bench_gives_every_contender_each_case_of_the_perturbed_prompts(tiny_che
 
 
 def test_bench_refuses_generation_for_the_scoring_contenders(capsys):
-    assert main(["bench", "--mode", "generate"]) == 2
-    assert "log-likelihood" in capsys.readouterr().err
+    assert main(["bench", "--mode", "generate", "--prompts", "j0"]) == 2
+    assert "the other contenders score log-likelihood prompts only" in capsys.readouterr().err
+    assert main(["bench", "--mode", "generate"]) == 2  # the default prompt p0 is a log-likelihood one
+    assert "--prompts p0 selects no prompt for --mode generate" in capsys.readouterr().err
 
 
 def test_parity_with_and_without_prefix_sharing_on_every_perturbation(tiny_checkpoint, tmp_path, capsys, monkeypatch):

@@ -61,9 +61,15 @@ def test_every_perturbation_prompt_and_mode_lands_in_the_report(suite, tiny_chec
             ("crosslingual_agreement", "shuffle_options+typos", "loglik")} <= names
 
 
-def test_a_stability_threshold_above_what_the_model_reaches_fails_its_gate(suite, tiny_checkpoint):
+TINY_ACCURACY = '[accuracy]\nmin = 0.9\ndatasets = ["sample-en", "sample-es"]\nprompts = ["p0", "j0"]\n'
+
+
+def test_a_stability_threshold_above_what_the_model_reaches_fails_its_gate(suite, tiny_checkpoint, tmp_path):
+    # tiny.toml gates stability only where tiny's memory survives; this file gates it everywhere
+    thresholds = tmp_path / "t.toml"
+    thresholds.write_text(TINY_ACCURACY + "[stability]\nmin = 0.99\n")
     result = suite.runpytest_subprocess("-n", "2", "--perturbations", "typos,shuffle_options",
-                                        "--threshold", "stability=0.99", "--report", "report.json",
+                                        f"--thresholds={thresholds}", "--report", "report.json",
                                         "-p", "no:cacheprovider")
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*_ test_stability_gate[[]sample-en/shuffle_options[]] _*",
@@ -76,9 +82,11 @@ def test_a_stability_threshold_above_what_the_model_reaches_fails_its_gate(suite
     assert {g["name"] for g in document["gates"] if g["passed"]} >= {"stability[sample-en/typos]"}
 
 
-def test_a_compliance_threshold_above_what_the_model_reaches_fails_its_gate(suite, tiny_checkpoint):
+def test_a_compliance_threshold_above_what_the_model_reaches_fails_its_gate(suite, tiny_checkpoint, tmp_path):
+    thresholds = tmp_path / "t.toml"
+    thresholds.write_text(TINY_ACCURACY + '[compliance]\nmin = 0.99\nprompts = ["j0"]\n')
     result = suite.runpytest_subprocess("--mode", "generate", "--perturbations", "relabel_numeric",
-                                        "--threshold", "compliance=0.99", "--report", "report.json",
+                                        f"--thresholds={thresholds}", "--report", "report.json",
                                         "-p", "no:cacheprovider")
     assert result.ret == 1
     result.assert_outcomes(passed=96 * 2 + 2 + 2, failed=2)  # cases, accuracy and original compliance gates
@@ -100,3 +108,11 @@ def test_bad_perturbations_are_usage_errors(suite, spec, message):
     result = suite.runpytest_subprocess("--perturbations", spec, "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_a_command_line_threshold_changes_the_number_not_where_the_gate_applies(suite):
+    # tiny.toml gates accuracy on the sample items under p0 and j0 only, each prompt on its own
+    result = suite.runpytest_subprocess("--prompts=all", "--threshold=accuracy=0.95", "--collect-only", "-q",
+                                        "-p", "no:cacheprovider")
+    gates = sorted(line for line in result.stdout.lines if "test_accuracy_gate" in line)
+    assert gates == ["test_gates.py::test_accuracy_gate[sample-en/p0]", "test_gates.py::test_accuracy_gate[sample-es/p0]"]
