@@ -76,7 +76,6 @@ HOSTILE = {
         "{{ 1 / 0 }}")),
     "template recursing without end": ("chat_template.jinja", lambda f: (f / "chat_template.jinja").write_text(
         "{% macro m(x) %}{{ m(x) }}{% endmacro %}{{ m(1) }}")),
-    "a tokenizer.json that is no tokenizer": ("tokenizer.json", lambda f: (f / "tokenizer.json").write_text("{]")),
     "a negative context length": ("config.json", lambda f: (f / "config.json").write_text(json.dumps(
         {**json.loads((f / "config.json").read_text()), "max_position_embeddings": -5}))),
     "a config.json that is no JSON": ("config.json", lambda f: (f / "config.json").write_text('{"model_type": ')),

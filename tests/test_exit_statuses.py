@@ -123,6 +123,18 @@ def test_a_model_that_cannot_be_loaded_is_one_clear_error(suite, tmp_path, worke
                                  "*the model could not be loaded, so no case ran: model *"])
 
 
+def test_a_tokenizer_json_that_is_no_tokenizer_is_one_load_error_not_one_per_case(suite, tiny_checkpoint, tmp_path):
+    garbage = tmp_path / "garbage-tokenizer"
+    shutil.copytree(tiny_checkpoint, garbage)
+    (garbage / "tokenizer.json").write_text("{]")
+    result = suite.runpytest_subprocess(f"--model={garbage}", "--report=report.json", "--dataset=sample-en", *NO_CACHE)
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR, result.stdout.str()
+    assert "Traceback" not in result.stdout.str()
+    assert len([line for line in result.stdout.lines if line.startswith(("FAILED", "ERROR"))]) == 1
+    result.stdout.fnmatch_lines([f"*using the tokenizer failed: TokenizerError: {garbage / 'tokenizer.json'}: not a "
+                                 "tokenizer the tokenizers library reads*"])
+
+
 def test_a_failed_export_says_why_in_the_report(suite, tiny_checkpoint, tmp_path):
     unknown = tmp_path / "unknown-architecture"
     shutil.copytree(tiny_checkpoint, unknown)

@@ -101,9 +101,7 @@ def check_checkpoint(path: Path) -> None:
         audit_checkpoint(path)
         _check_context(path)
         if (path / "tokenizer.json").is_file():
-            tokenizer = TextTokenizer(path)
-            tokenizer.check_vocabulary()
-            tokenizer.check_template()
+            TextTokenizer(path).check_template()
     except (CheckpointError, TokenizerError) as error:
         raise ModelError(f"refusing checkpoint folder {path}: {error}") from None
 

@@ -23,7 +23,7 @@ from medgate.prediction_cache import PredictionCache, namespace_for
 from medgate.preparation import PreparedPrompt, prepare
 from medgate.prompt_runner import BackendRunner, CachingRunner, PromptRunner
 from medgate.scoring import choose, parse_json_answer
-from medgate.tokenization import TextTokenizer
+from medgate.tokenization import TextTokenizer, TokenizerError
 
 
 class ModelLoadError(RuntimeError):
@@ -199,6 +199,14 @@ class Predictor:
         return records
 
     def _predict(self, cases: Sequence[Case]) -> list[CaseRecord]:
+        try:
+            return self._predict_checked(cases)
+        except TokenizerError as error:
+            # The vocabulary loads on first use (a run served from the cache never needs it); a
+            # malformed one, or a template failing on some text, would fail every later group alike.
+            raise self._load_error("using the tokenizer", error) from error
+
+    def _predict_checked(self, cases: Sequence[Case]) -> list[CaseRecord]:
         prepared = [self._prepare(case) for case in cases]
         records: list[CaseRecord | None] = [None] * len(cases)
         scoring = [i for i, p in enumerate(prepared) if p.mode == "loglik"]

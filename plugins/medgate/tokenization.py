@@ -219,10 +219,6 @@ class TextTokenizer:
                 encoded.append(tuple(self.encode(continuation, add_special_tokens=False)))
         return EncodedChoice(tuple(prompt_ids), tuple(encoded), merges)
 
-    def check_vocabulary(self) -> None:
-        """Load tokenizer.json now, so a malformed one is one refusal rather than a failure per case."""
-        self._tokenizer  # noqa: B018 - loads, or raises TokenizerError naming the file
-
     def check_template(self) -> None:
         """Render a short prompt, with and without a system message, so that a template that fails, hangs,
         floods or leaves out the question is refused before any case runs."""
