@@ -170,3 +170,25 @@ def test_incomparable_blocks_are_shown_as_such_and_left_out_of_the_family(tmp_pa
     assert any(value == "True" for value in comparable.values())  # accuracy on the originals still compared
     markdown = medgate("table", str(paths[1]), "--reference", str(paths[0])).stdout
     assert markdown.count("incomparable") >= len(blocked)
+
+
+def test_model_names_are_plain_text_in_markdown_and_latex_and_a_report_counts_once(tmp_path):
+    import numpy as np
+
+    from medgate.report import write_json_atomic
+    from report_factory import Design, Population, make_report, simulate_records
+
+    population = Population(Design(items=20), seed=1)
+    hostile = "<img src=x onerror=alert(1)> _www.evil.com\nsecond line"
+    document = make_report(simulate_records(population, 1.0, np.random.default_rng(1)), run_id="hostile")
+    document["manifest"]["model"]["alias"] = hostile
+    path = tmp_path / "hostile.json"
+    write_json_atomic(document, path)
+    same = tmp_path / "." / "hostile.json"  # the same report, spelt otherwise
+    markdown = medgate("table", str(path), str(same)).stdout
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2  # header and one model
+    assert "<img" not in markdown and "www.evil" not in markdown and "&lt;img" in rows[1]
+    latex = medgate("table", str(path), "--format", "latex").stdout
+    body = [line for line in latex.splitlines() if "img" in line]
+    assert len(body) == 1 and body[0].endswith(r"\\")  # the newline did not end the row early

@@ -212,3 +212,15 @@ def test_changes_read_in_points_for_shares_and_as_differences_for_scores_and_dis
     assert change_text(-0.04, "ece") == "-0.040"
     assert change_text(0.1, "position_bias") == "+0.100"
     assert change_text(None, "brier") == "-"
+
+
+def test_markdown_text_defangs_links_wherever_they_start_and_drops_bidi_controls():
+    import cmarkgfm  # GitHub's own renderer, as a job summary or a PR comment shows the text
+
+    from medgate.report.markdown import md_text
+
+    hostile = "see _www.evil.com _https://evil.com/p 9https://evil.com/a WWW.evil.org mail@evil.com x\u202ey"
+    text = md_text(hostile)
+    assert "\u202e" not in text
+    html = cmarkgfm.github_flavored_markdown_to_html(f"| q |\n|---|\n| {text} |")
+    assert "<a" not in html and "evil" in html

@@ -37,8 +37,10 @@ FLIPS_SHOWN = 20
 QUESTION_CHARS = 160
 
 
-_DEFANGED = ((re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)"), r"\1[:]"), (re.compile(r"(?i)\bwww\."), "www[.]"),
-             (re.compile("@"), "[@]"))
+# Anywhere, not at word boundaries only: `_www.x.com` and `9https://x` became live links on GitHub.
+_DEFANGED = ((re.compile(r"://"), "[:]//"), (re.compile(r"(?i)(www)\."), r"\1[.]"), (re.compile("@"), "[@]"),
+             # Bidirectional overrides and isolates would reorder the rest of a table row as shown.
+             (re.compile("[\u202a-\u202e\u2066-\u2069]"), ""))
 # Brackets are what links and images need (`](`, `![`); the rest is emphasis, code and tables.
 _PUNCTUATION = re.compile(r"([\\`*_\[\]|~])")
 

@@ -33,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = list(dict.fromkeys(([args.reference] if args.reference else []) + list(args.reports)))
+    # One report however its path is spelt (./a.json, /abs/a.json): shown twice it would be compared with itself.
+    paths: list[Path] = []
+    for path in ([args.reference] if args.reference else []) + list(args.reports):
+        if path.resolve() not in {kept.resolve() for kept in paths}:
+            paths.append(path)
     try:
         documents = [load_report(path) for path in paths]
         settings = CompareSettings(alpha=args.alpha, replicates=args.replicates, seed=args.seed)

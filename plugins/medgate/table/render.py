@@ -12,6 +12,7 @@ from collections.abc import Callable
 from html import escape
 from itertools import groupby
 
+from medgate.report.markdown import md_text
 from medgate.table.build import Column, Entry, ModelTable, Row
 
 SIGNIFICANT = "*"
@@ -71,10 +72,11 @@ def render_markdown(table: ModelTable) -> str:
         return "<br>".join(p for p in parts if p).replace("|", "\\|")
 
     header = ["model"] + [f"{c.group} · {c.dataset}: {c.title}" for c in table.columns]
-    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
+    lines = ["| " + " | ".join(md_text(h) for h in header) + " |",
              "|" + "---|" * len(header)]
     for row in table.rows:
-        lines.append("| " + " | ".join([_row_name(row).replace("|", "\\|")]
+        # A model's name comes from a folder name: plain text, as the run report shows it.
+        lines.append("| " + " | ".join([md_text(_row_name(row))]
                                        + [cell(row.entries[c]) for c in table.columns]) + " |")
     return "\n".join(["# Models compared", "", *lines, "", _legend(table), ""])
 
@@ -145,7 +147,8 @@ LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
 
 
 def _tex(text: str) -> str:
-    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
+    # White space of any kind as one space: a newline in a folder name would end the table row.
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in " ".join(text.split()))
 
 
 def render_latex(table: ModelTable) -> str:
