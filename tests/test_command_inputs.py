@@ -125,3 +125,28 @@ def test_diff_refuses_a_mistyped_manifest_and_json_nested_too_deeply(report, tmp
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 200_000 + "]" * 200_000)
     one_clean_error(medgate("diff", str(deep), str(report)), "JSON nested too deeply")
+
+
+@pytest.mark.parametrize(("arguments", "expected"), [
+    (["all", "bogus"], "unknown dataset 'bogus'"),  # a typo beside `all` is not ignored
+    (["pubmedqa", "--mirror="], "--mirror must be an http(s) or file URL"),
+    (["pubmedqa", "--mirror", "http://user:secret@127.0.0.1:9/"], "--mirror must not hold credentials"),
+    (["pubmedqa", "--mirror", "http://127.0.0.1:9/m?q=1"], "--mirror must not hold credentials, a query"),
+    (["pubmedqa", "--data-dir="], "--data-dir is empty"),
+])
+def test_fetch_refuses_what_it_would_misread_before_any_download(arguments, expected):
+    completed = medgate("fetch", *arguments)
+    one_clean_error(completed, expected)
+    assert "secret" not in completed.stderr
+
+
+def test_compare_finds_a_baseline_by_its_saved_name_with_json_and_expands_a_tilde(report, tmp_path, monkeypatch):
+    from medgate.compare.reports import ReportError, resolve_report, save_baseline
+
+    saved = save_baseline({"status": "passed", "cases": []}, tmp_path, "tiny", "v1")
+    assert resolve_report("v1.json", tmp_path, "tiny") == saved
+    assert resolve_report("v1", tmp_path, "tiny") == saved
+    with pytest.raises(ReportError, match="no such report file and no baseline .*saved baselines for tiny: v1"):
+        resolve_report("v2.json", tmp_path, "tiny")
+    monkeypatch.setenv("HOME", str(report.parent))
+    assert resolve_report(f"~/{report.name}", tmp_path, "tiny") == report.parent / report.name

@@ -59,6 +59,9 @@ def test_a_prompt_or_dataset_given_twice_runs_once(suite):
     ((), {"MEDGATE_CACHE_DIR": "{file}"}, "*medgate: MEDGATE_CACHE_DIR {file} is no usable folder: File exists*"),
     (("--model=",), {}, "*argument --model: the model name is empty*"),
     (("--dataset={folder}",), {}, "*item file {folder} is a folder, not a .jsonl file*"),
+    (("--report=",), {}, "*argument --report: an empty path*"),
+    (("--report={file}/r.json",), {}, "*--report {file}/r.json: {file} is not a folder*"),
+    (("--report=" + "a" * 250 + ".json",), {}, "*a file name over 239 bytes cannot be written*"),
 ])
 def test_unusable_places_and_names_are_usage_errors(suite, tmp_path, monkeypatch, arguments, environment, message):
     places = {"file": tmp_path / "a-file", "folder": tmp_path / "items.jsonl"}

@@ -95,7 +95,7 @@ def parse_threshold_override(expression: str) -> tuple[str, float]:
 
 def thresholds_file(model_alias: str, explicit: str | None = None) -> Path:
     if explicit:
-        path = Path(explicit)
+        path = Path(explicit).expanduser()
         if not path.is_file():
             raise GateConfigError(f"--thresholds {explicit}: no such file")
         return path

@@ -21,7 +21,7 @@ from medgate.datasets.sampling import parse_subset
 from medgate.gates import GateConfigError, Thresholds, load_thresholds, parse_threshold_override, thresholds_file
 from medgate.models import ModelError, ModelRef, resolve_model
 from medgate.perturbations import PerturbationError, resolve_set
-from medgate.report.document import ReportPathError, check_writable_target
+from medgate.report.document import ReportPathError, check_output_file
 from medgate.prompts import MODES, PromptError, select_prompts
 
 DEFAULT_DATASETS = ("sample-en", "sample-es")
@@ -90,6 +90,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def given_path(text: str) -> Path:
+    """A path option: never empty (it would quietly mean the default or the current folder), `~` expanded
+    (no shell expands it after `--option=`)."""
+    if not text.strip():
+        raise ValueError("an empty path: give a file or folder, or leave the option out")
+    return Path(text).expanduser()
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -115,6 +123,7 @@ SUBSET = _converter(parse_subset)
 PERTURBATIONS = _converter(lambda text: tuple(resolve_set(text)), PerturbationError)
 POSITIVE = _converter(positive_int)
 NON_NEGATIVE = _converter(non_negative_int)
+FILE_PATH = _converter(given_path)
 SECONDS = _converter(positive_float)
 BASE_URL = _converter(check_base_url)
 SIZE = _converter(parse_size)
@@ -147,10 +156,10 @@ def run_options(ns: argparse.Namespace | Any) -> RunOptions:
         raise OptionError("--device does not apply to --backend openai: the server decides where the model runs")
     if ns.medgate_device == "cuda" and (refusal := cuda_refusal((ns.medgate_backend,))):
         raise OptionError(refusal)
-    report = Path(ns.medgate_report) if ns.medgate_report else None
+    report = ns.medgate_report
     if report is not None:
         try:
-            check_writable_target(report)
+            check_output_file(report)  # before the run, not after it
         except ReportPathError as error:
             raise OptionError(f"--report {error}") from None
     datasets = tuple(dict.fromkeys(ns.medgate_dataset or DEFAULT_DATASETS))  # a repeated name runs once
@@ -245,7 +254,7 @@ def add_run_arguments(add: Any) -> None:
         help="auto uses CUDA when ONNX Runtime offers it, else CPU")
     add("--dataset", dest="medgate_dataset", action="append", metavar="NAME|FILE",
         help="registered dataset or .jsonl item file; repeatable (default: sample-en and sample-es)")
-    add("--data-dir", dest="medgate_data_dir", metavar="DIR",
+    add("--data-dir", dest="medgate_data_dir", type=FILE_PATH, metavar="DIR",
         help="where upstream dataset files live (default: $MEDGATE_DATA_DIR or a per-user cache)")
     add("--limit", dest="medgate_limit", type=POSITIVE, metavar="N",
         help="seeded sample of N items per dataset, stratified by subject")
@@ -264,7 +273,8 @@ def add_run_arguments(add: Any) -> None:
         help="override a gate threshold, e.g. accuracy=0.9; repeatable")
     add("--thresholds", dest="medgate_thresholds", metavar="FILE",
         help="thresholds file (default: fixtures/thresholds/<model>.toml, else default.toml)")
-    add("--report", dest="medgate_report", metavar="FILE", help="write the JSON report exactly here")
+    add("--report", dest="medgate_report", type=FILE_PATH, metavar="FILE",
+        help="write the JSON report exactly here")
     add("--record-prompts", dest="medgate_record_prompts", action="store_true",
         help="store each case's exact prompt text and scored continuations in the report")
     add("--check-parity", dest="medgate_check_parity", action="store_true",

@@ -98,19 +98,22 @@ def check_baseline_name(name: str) -> str:
 
 def resolve_report(spec: str, root: Path, model_alias: str) -> Path:
     """`--compare` takes a report file, or the name of a baseline saved for this model."""
-    if spec.endswith(".json") or "/" in spec or "\\" in spec:
-        path = Path(spec)
-        if not path.is_file():
-            raise ReportError(f"--compare {spec}: no such report file")
+    path = Path(spec).expanduser()  # `--compare=~/x.json`: no shell expands a `~` after `=`
+    if path.is_file():
         return path
-    check_baseline_name(spec)
+    if "/" in spec or "\\" in spec:
+        raise ReportError(f"--compare {spec}: no such report file")
+    if spec.endswith(".json") and not BASELINE_NAME.fullmatch(spec.removesuffix(".json")):
+        raise ReportError(f"--compare {spec}: no such report file")
+    stem = check_baseline_name(spec)  # `v1.json` is also the baseline saved as `--save-baseline v1.json`
     folder = baselines_dir(root, model_alias)
-    path = folder / f"{spec}.json"
+    path = folder / f"{stem}.json"
     if not path.is_file():
         known = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
         listed = f"saved baselines for {model_slug(model_alias)}: {', '.join(known)}" if known else \
             f"no baselines saved for {model_slug(model_alias)} (save one with --save-baseline NAME)"
-        raise ReportError(f"--compare {spec}: no baseline {path}; {listed}")
+        what = "no such report file and no baseline" if spec.endswith(".json") else "no baseline"
+        raise ReportError(f"--compare {spec}: {what} {path}; {listed}")
     return path
 
 

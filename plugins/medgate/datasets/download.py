@@ -38,6 +38,18 @@ class Fetched:
     size: int = 0
 
 
+def check_mirror(base: str) -> str:
+    """A usable mirror base URL, or FetchError: a password would be printed with every error, and a
+    query or fragment would end up in the middle of each file's URL."""
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.hostname):
+        raise FetchError(f"--mirror must be an http(s) or file URL such as https://mirror.example/medgate, "
+                         f"got {base!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise FetchError("--mirror must not hold credentials, a query or a fragment")
+    return base
+
+
 def mirror_url(base: str, path: str) -> str:
     return base.rstrip("/") + "/" + urllib.parse.quote(path)
 

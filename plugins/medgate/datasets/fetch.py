@@ -13,7 +13,7 @@ import os
 import sys
 
 from medgate.datasets import default_data_dir
-from medgate.datasets.download import Fetched, fetch_datasets
+from medgate.datasets.download import Fetched, check_mirror, fetch_datasets
 from medgate.datasets.errors import FetchError
 from medgate.datasets.registry import DatasetSpec, RegistryError, UnknownDataset, get_spec, registry
 
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="registered dataset names (see fixtures/datasets/registry.toml), or `all`")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="where to store the files (default: $MEDGATE_DATA_DIR or a per-user cache)")
-    parser.add_argument("--mirror", metavar="BASE_URL", default=os.environ.get("MEDGATE_DATASET_MIRROR"),
+    parser.add_argument("--mirror", metavar="BASE_URL", default=os.environ.get("MEDGATE_DATASET_MIRROR") or None,
                         help="fetch BASE_URL/<path> instead of the registry URLs "
                              "(default: $MEDGATE_DATASET_MIRROR)")
     parser.add_argument("--force", action="store_true",
@@ -31,9 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _selected(names: list[str]) -> list[DatasetSpec]:
-    if "all" in names:
-        return list(registry().values())
-    return [get_spec(name) for name in dict.fromkeys(names)]
+    named = [get_spec(name) for name in dict.fromkeys(names) if name != "all"]  # a typo beside `all` is still one
+    return list(registry().values()) if "all" in names else named
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +40,14 @@ def run(args: argparse.Namespace) -> int:
         specs = _selected(args.names)
     except (UnknownDataset, RegistryError) as error:
         print(f"medgate fetch: {error.args[0]}", file=sys.stderr)
+        return 2
+    try:
+        if args.data_dir is not None and not args.data_dir.strip():
+            raise FetchError("--data-dir is empty: give a folder, or leave the option out")
+        if args.mirror is not None:
+            check_mirror(args.mirror)  # `--mirror ''` too: an empty mirror would quietly mean the registry URLs
+    except FetchError as error:
+        print(f"medgate fetch: {error}", file=sys.stderr)
         return 2
     data_dir = default_data_dir(args.data_dir)
     for spec in specs:

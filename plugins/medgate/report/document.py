@@ -117,9 +117,16 @@ def check_writable_target(path: Path) -> None:
         raise ReportPathError(f"{path} exists and is {kind}, not a regular file; give a file path")
 
 
+# The temporary file beside the target (".NAME.xxxxxxxx") and the readable siblings must fit too.
+MAX_OUTPUT_NAME_BYTES = 255 - 16
+
+
 def check_output_file(path: Path) -> None:
     """Refuse an output file that could not be written, before the work that fills it."""
     check_writable_target(path)
+    if len(path.name.encode()) > MAX_OUTPUT_NAME_BYTES:
+        raise ReportPathError(f"{path.name[:40]}...: a file name over {MAX_OUTPUT_NAME_BYTES} bytes cannot be "
+                              "written beside its temporary copy")
     refusal = creation_refusal(path)
     if refusal is not None:
         raise ReportPathError(f"{path}: {refusal}")
