@@ -186,3 +186,15 @@ def test_the_position_chart_shows_a_model_that_always_answers_a(tmp_path, smollm
     columns = np.where(blue.any(axis=0))[0]
     tallest = max(blue[:, x].sum() for x in columns)
     assert tallest > 100  # the A bar: 150 px for 100%, drawn on screen
+
+
+@pytest.mark.parametrize(("fragment", "matching"), [
+    ("case=%", "all"), ("case=%E0%A4%A", "all"),  # not decodable: the address is ignored
+    ("case=a%0Ab%22%5D", "none"),  # decodable, a case id no selector could hold: searched for, found nowhere
+])
+def test_a_malformed_case_address_still_renders_the_table(tmp_path, tiny_session, fragment, matching):
+    document, page = tiny_session
+    dom = dom_of(tmp_path, page, fragment)  # ready, and no script error on the console
+    shown = re.search(r"Showing (\d+) of (\d+) matching cases \((\d+) in all\)", dom)
+    assert shown is not None
+    assert int(shown.group(2)) == (int(shown.group(3)) if matching == "all" else 0)

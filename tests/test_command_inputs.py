@@ -150,3 +150,12 @@ def test_compare_finds_a_baseline_by_its_saved_name_with_json_and_expands_a_tild
         resolve_report("v2.json", tmp_path, "tiny")
     monkeypatch.setenv("HOME", str(report.parent))
     assert resolve_report(f"~/{report.name}", tmp_path, "tiny") == report.parent / report.name
+
+
+def test_diff_says_so_when_an_optional_field_is_malformed_for_the_page(report, tmp_path):
+    document = json.loads(report.read_text())
+    document["cases"][0]["scores"] = {"A": "x"}
+    broken = tmp_path / "scores.json"
+    broken.write_text(json.dumps(document))
+    one_clean_error(medgate("diff", str(report), str(broken), "--format", "html"),
+                    "cannot render the html page: a report holds a malformed field")

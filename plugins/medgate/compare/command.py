@@ -68,7 +68,13 @@ def run(args: argparse.Namespace) -> int:
     regressions = [verdict.to_dict() for verdict in evaluate_rules(args.rules or (), comparison)]
     if args.rules:
         comparison["regressions"] = regressions
-    text = _render(args.format, comparison, regressions, baseline, current)
+    try:
+        text = _render(args.format, comparison, regressions, baseline, current)
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        # The checks on loading cover what a comparison reads; a page also shows optional fields.
+        print(f"medgate diff: cannot render the {args.format} page: a report holds a malformed field "
+              f"({type(error).__name__}: {error})", file=sys.stderr)
+        return 2
     if not emit_text(text, args.out, "medgate diff"):
         return 2
     failed = [g for g in regressions if g["passed"] is False]

@@ -218,8 +218,11 @@ SCRIPT = """
     search.value = caseId;
     dataset.value = perturbation.value = outcome.value = "";
     render();
-    var box = document.querySelector('.inspector[data-case="' + caseId.replace(/["\\\\]/g, "\\\\$&") + '"]');
-    if (box) { box.scrollIntoView(); }
+    // Compared as text, not put in a selector: a case id from the address may hold any character.
+    var boxes = document.querySelectorAll(".inspector");
+    for (var i = 0; i < boxes.length; i++) {
+      if (boxes[i].getAttribute("data-case") === caseId) { boxes[i].scrollIntoView(); break; }
+    }
   }
   function render() {
     var d = dataset.value, p = perturbation.value, o = outcome.value, q = search.value.toLowerCase();
@@ -278,8 +281,12 @@ SCRIPT = """
   }
   [dataset, perturbation, outcome].forEach(function (node) { node.addEventListener("change", render); });
   search.addEventListener("input", render);
+  var linked = null;
   if (location.hash.indexOf("#case=") === 0) {
-    openCase(decodeURIComponent(location.hash.slice(6)));
+    try { linked = decodeURIComponent(location.hash.slice(6)); } catch (e) { linked = null; }  // "#case=%"
+  }
+  if (linked !== null) {
+    openCase(linked);
   } else {
     render();
   }
