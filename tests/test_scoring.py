@@ -44,3 +44,30 @@ def test_stop_rule_waits_for_the_object_to_close_even_with_braces_in_strings():
     assert json_object_closed(' {"answer": "}"}')
     assert not json_object_closed(" B")
     assert json_object_closed(" B\n")
+
+
+YES_NO = item_from_dict({"id": "y", "dataset": "d", "language": "en", "question": "Does it?", "answer": "B",
+                         "options": [{"label": "A", "text": "yes"}, {"label": "B", "text": "no"},
+                                     {"label": "C", "text": "maybe"}]})
+ROMAN = item_from_dict({"id": "r", "dataset": "d", "language": "en", "question": "Which?", "answer": "II",
+                        "options": [{"label": "I", "text": "Warfarin"}, {"label": "II", "text": "Heparin"},
+                                    {"label": "III", "text": "Aspirin"}]})
+CASED = item_from_dict({"id": "c", "dataset": "d", "language": "en", "question": "Which?", "answer": "a",
+                        "options": [{"label": "A", "text": "x"}, {"label": "a", "text": "y"},
+                                    {"label": "B", "text": "z"}]})
+
+
+def test_lenient_parsing_reads_no_article_pronoun_or_word_part_as_an_answer():
+    assert parse_json_answer("A patient like this needs warfarin", YES_NO).lenient_answer is None
+    assert parse_json_answer("I think the answer is III.", ROMAN).lenient_answer is None
+    assert parse_json_answer("Diagnosis uncertain", YES_NO).lenient_answer is None  # "no" inside a word
+    assert parse_json_answer("I do not know.", YES_NO).lenient_answer is None
+    assert parse_json_answer("A. yes", YES_NO).lenient_answer == "A"
+    assert parse_json_answer("III) Aspirin", ROMAN).lenient_answer == "III"
+    assert parse_json_answer("The answer is no.", YES_NO).lenient_answer == "B"
+
+
+def test_a_label_differing_only_in_case_is_matched_exactly():
+    assert parse_json_answer('{"answer": "a", "why": 1}', CASED).lenient_answer == "a"
+    assert parse_json_answer('{"answer": "A", "why": 1}', CASED).lenient_answer == "A"
+    assert parse_json_answer('{"answer": "b", "why": 1}', CASED).lenient_answer == "B"  # one B: case aside

@@ -83,11 +83,12 @@ def _first_object(text: str) -> str | None:
 def _match_label(value: Any, labels: Sequence[str]) -> str | None:
     if not isinstance(value, (str, int)):
         return None
-    cleaned = str(value).strip().strip("()[]. ").casefold()
-    for label in labels:
-        if cleaned == label.casefold():
-            return label
-    return None
+    cleaned = str(value).strip().strip("()[]. ")
+    if cleaned in labels:
+        return cleaned
+    # Case-insensitively only where that names one label (`a` is not `A` when both are offered).
+    folded = [label for label in labels if label.casefold() == cleaned.casefold()]
+    return folded[0] if len(folded) == 1 else None
 
 
 def parse_json_answer(output: str, item: Item) -> JsonAnswer:
@@ -108,7 +109,9 @@ def parse_json_answer(output: str, item: Item) -> JsonAnswer:
 
 
 _ANSWER_KEY = re.compile(r"""["']?answer["']?\s*[:=]\s*["'(\[]?\s*([A-Za-z0-9]{1,4})\b""", re.IGNORECASE)
-_LEADING_LABEL = re.compile(r"^\s*[(\[]?\s*([A-Za-z0-9]{1,4})\s*[)\].:]?(\s|$)")
+# A label opening the reply, closed by a bracket, `.`, `)` or `:` or alone: "A. Warfarin", "(B)", "C".
+# Not a word: "A patient like this..." and "I think..." are prose, not the answers A and I.
+_LEADING_LABEL = re.compile(r"^\s*(?:[(\[]\s*([A-Za-z0-9]{1,4})\s*[)\]]|([A-Za-z0-9]{1,4})\s*(?:[).:]|$))")
 
 
 def _lenient(output: str, item: Item) -> tuple[str | None, str | None]:
@@ -127,10 +130,11 @@ def _lenient(output: str, item: Item) -> tuple[str | None, str | None]:
     if match and _match_label(match.group(1), labels):
         return _match_label(match.group(1), labels), "answer_key"
     match = _LEADING_LABEL.match(output)
-    if match and _match_label(match.group(1), labels):
-        return _match_label(match.group(1), labels), "leading_label"
-    folded = output.casefold()
-    hits = [o.label for o in item.options if o.text.casefold() in folded]
+    if match and _match_label(match.group(1) or match.group(2), labels):
+        return _match_label(match.group(1) or match.group(2), labels), "leading_label"
+    # Whole words only: the option "no" is not in "Diagnosis uncertain" nor in "I do not know".
+    hits = [o.label for o in item.options
+            if re.search(rf"(?<!\w){re.escape(o.text)}(?!\w)", output, re.IGNORECASE)]
     if len(hits) == 1:
         return hits[0], "option_text"
     return None, None
