@@ -151,3 +151,66 @@ def test_bundled_dataset_needs_no_fetch(tmp_path, capsys):
     assert main(["fetch", "sample-es", "--data-dir", str(tmp_path)]) == 0
     assert "sample-es: bundled with medgate, nothing to fetch" in capsys.readouterr().out
     assert files_under(tmp_path) == []
+
+
+def test_a_server_dripping_bytes_is_given_up_on_and_leaves_not_even_a_folder(tmp_path, monkeypatch):
+    """One byte every 0.05 s: 20 B/s, far below the floor, however long each read waits."""
+    import time
+
+    from medgate.datasets import download
+
+    monkeypatch.setattr(download, "TIMEOUT_S", 0.5)
+
+    class Dripping(QuietHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(200):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+    started = time.monotonic()
+    with serve(tmp_path, Dripping) as base:
+        with pytest.raises(FetchError, match="the download ran slower than 10 kB/s"):
+            fetch_datasets([registry()["mmlu-anatomy"]], tmp_path / "data" / "new", mirror=base)
+    assert time.monotonic() - started < 5
+    assert not (tmp_path / "data").exists()  # neither the .part file nor the folders made for it
+
+
+def test_sigterm_during_a_download_removes_the_partial_file(tmp_path):
+    """What a CI cancel or `timeout` sends: the fetch unwinds as after Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    class Slow(QuietHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(600):
+                    self.wfile.write(b"x" * 100)
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+    data = tmp_path / "data"
+    with serve(tmp_path, Slow) as base:
+        process = subprocess.Popen([sys.executable, "-m", "medgate", "fetch", "mmlu-anatomy", "--data-dir", str(data),
+                                    "--mirror", base], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not list(data.rglob("*.part")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(data.rglob("*.part")), "the download never started"
+        process.send_signal(signal.SIGTERM)
+        _, error = process.communicate(timeout=30)
+    assert process.returncode == 130 and "medgate: interrupted" in error
+    assert not data.exists()

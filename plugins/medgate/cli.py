@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from medgate.interrupts import TerminateAsInterrupt
 from medgate.paths import CacheDirError
 
 # name -> (module, one-line help). Modules are imported lazily: `medgate diff` must not load onnxruntime.
@@ -44,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in arguments if not a.startswith("-")), None)
     args = build_parser(command).parse_args(arguments)
+    signals = TerminateAsInterrupt()
+    signals.install()  # SIGTERM (a CI cancel, `timeout`) unwinds like Ctrl-C: partial files are removed
     try:
         return int(args._module.run(args))
     except CacheDirError as error:  # whichever command reached the cache first
@@ -52,3 +55,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medgate: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signals.restore()

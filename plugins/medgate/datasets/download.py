@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,6 +29,7 @@ from medgate.items import file_sha256
 CHUNK = 1 << 16
 LARGE = 1 << 20  # show progress for files above this size
 TIMEOUT_S = 60.0
+MIN_BYTES_PER_S = 10_000  # after TIMEOUT_S, slower than this is a stalled server, not a slow link
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class _Progress:
 def _download(url: str, target: Path, expected_sha256: str, label: str, stream: TextIO) -> int:
     """One attempt; returns the size written or raises FetchError (after removing the temporary file)."""
     temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.part"
+    created = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # os.open rather than mkstemp: the finished file gets the user's umask, not mode 0600.
@@ -91,15 +94,21 @@ def _download(url: str, target: Path, expected_sha256: str, label: str, stream: 
         request = urllib.request.Request(url, headers={"User-Agent": f"medgate/{__version__}"})
         digest = hashlib.sha256()
         size = 0
+        started = time.monotonic()
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             progress = _Progress(label, total, stream)
-            for block in iter(lambda: response.read(CHUNK), b""):
+            # read1: what has arrived, so a server that drips bytes is measured, not waited on per block.
+            for block in iter(lambda: response.read1(CHUNK), b""):
                 digest.update(block)
                 out.write(block)
                 size += len(block)
                 progress.update(size)
+                elapsed = time.monotonic() - started
+                if elapsed > TIMEOUT_S and size < MIN_BYTES_PER_S * elapsed:
+                    raise FetchError(f"the download ran slower than {MIN_BYTES_PER_S // 1000} kB/s for "
+                                     f"{elapsed:.0f} s ({size} bytes); giving up")
         if total is not None and size != total:
             raise FetchError(f"got {size} bytes, the server announced {total} (connection cut?)")
         actual = digest.hexdigest()
@@ -120,6 +129,12 @@ def _download(url: str, target: Path, expected_sha256: str, label: str, stream: 
         if progress is not None:
             progress.close()
         temporary.unlink(missing_ok=True)
+        if not target.is_file():
+            for folder in created:  # deepest first: what this attempt made, if it is still empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
 def fetch_file(dataset: str, upstream: UpstreamFile, data_dir: Path, urls: Sequence[str], force: bool = False,
