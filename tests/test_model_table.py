@@ -192,3 +192,26 @@ def test_model_names_are_plain_text_in_markdown_and_latex_and_a_report_counts_on
     latex = medgate("table", str(path), "--format", "latex").stdout
     body = [line for line in latex.splitlines() if "img" in line]
     assert len(body) == 1 and body[0].endswith(r"\\")  # the newline did not end the row early
+
+
+def test_the_table_warns_of_an_unfinished_reference_and_a_report_with_no_case(tmp_path):
+    import numpy as np
+
+    from medgate.report import write_json_atomic
+    from report_factory import Design, Population, make_report, simulate_records
+
+    population = Population(Design(items=20), seed=1)
+    unfinished = make_report(simulate_records(population, 1.0, np.random.default_rng(1)), run_id="unfinished")
+    unfinished["status"], unfinished["missing_cases"] = "interrupted", ["synth-en/00099/original/p0"]
+    empty = make_report(simulate_records(population, 1.0, np.random.default_rng(2)), run_id="empty")
+    empty["cases"] = []
+    paths = {"unfinished": tmp_path / "unfinished.json", "empty": tmp_path / "empty.json"}
+    write_json_atomic(unfinished, paths["unfinished"])
+    write_json_atomic(empty, paths["empty"])
+    result = medgate("table", str(paths["empty"]), "--reference", str(paths["unfinished"]))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
+    assert any("is interrupted (1 case(s) without a result)" in line for line in warnings)
+    assert any("holds no case" in line for line in warnings)
+    assert any("shares no case with the reference" in line for line in warnings)
+    assert result.stdout.count("⚠️") == 3

@@ -89,6 +89,7 @@ class ModelTable:
     rows: list[Row]
     alpha: float
     reference: str | None  # the reference row's label
+    warnings: list[str] = field(default_factory=list)  # what makes a row weaker than it looks
 
     @property
     def tested(self) -> int:
@@ -170,10 +171,14 @@ def build_table(documents: Sequence[Mapping[str, Any]], paths: Sequence[str], re
     values = [row_values(document) for document in documents]
     columns = sorted({column for row in values for column in row}, key=_column_order)
     rows = []
+    warnings = [warning for document, label in zip(documents, labels) for warning in _row_warnings(document, label)]
     for index, (document, label, path) in enumerate(zip(documents, labels, paths)):
         compared = None
         if reference is not None and index != reference:
-            compared = compare_reports(documents[reference], document, settings)["cells"]
+            comparison = compare_reports(documents[reference], document, settings)
+            compared = comparison["cells"]
+            if not comparison["cases"]["common"]:
+                warnings.append(f"{label} shares no case with the reference {labels[reference]}: nothing was compared")
         entries = {}
         for column in columns:
             difference = _difference(_compared_cell(compared, column)) if compared is not None else None
@@ -184,4 +189,16 @@ def build_table(documents: Sequence[Mapping[str, Any]], paths: Sequence[str], re
     for difference, adjusted in zip(tested, holm_adjust([d.p_value for d in tested if d.p_value is not None])):
         difference.p_adjusted = adjusted
         difference.significant = adjusted < settings.alpha
-    return ModelTable(columns, rows, settings.alpha, labels[reference] if reference is not None else None)
+    return ModelTable(columns, rows, settings.alpha, labels[reference] if reference is not None else None,
+                      warnings)
+
+
+def _row_warnings(document: Mapping[str, Any], label: str) -> list[str]:
+    status, cases = document.get("status"), document.get("cases") or []
+    found = []
+    if status in ("incomplete", "interrupted"):
+        missing = len(document.get("missing_cases") or [])
+        found.append(f"{label} is {status} ({missing} case(s) without a result): its values leave those out")
+    if not cases:
+        found.append(f"{label} holds no case")
+    return found

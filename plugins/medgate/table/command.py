@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     text = RENDERERS[args.format](table)
     if not emit_text(text, args.out, "medgate table"):
         return 2
+    for warning in table.warnings:
+        print(f"medgate table: warning: {warning}", file=sys.stderr)
     significant = sum(1 for row in table.rows for entry in row.entries.values()
                       if entry.difference is not None and entry.difference.significant)
     print(f"medgate table: {len(table.rows)} model(s), {len(table.columns)} column(s)"

@@ -78,7 +78,8 @@ def render_markdown(table: ModelTable) -> str:
         # A model's name comes from a folder name: plain text, as the run report shows it.
         lines.append("| " + " | ".join([md_text(_row_name(row))]
                                        + [cell(row.entries[c]) for c in table.columns]) + " |")
-    return "\n".join(["# Models compared", "", *lines, "", _legend(table), ""])
+    warned = [f"- ⚠️ {md_text(warning)}" for warning in table.warnings]
+    return "\n".join(["# Models compared", "", *lines, "", _legend(table), "", *warned, *([""] if warned else [])])
 
 
 def _spans(columns: list[Column], key: Callable[[Column], str]) -> list[tuple[str, int]]:
