@@ -99,11 +99,30 @@ def test_a_threshold_that_is_no_share_is_refused(suite, tmp_path, value):
 
 @pytest.mark.parametrize("workers", [(), ("-n", "2")])
 def test_failing_gates_with_an_unwritable_report_exit_3(suite, untrained_checkpoint, workers):
-    (suite.path / "not-a-folder").write_text("a file where the report's folder should be\n")
+    # A disk that fills up during the run: no real part does that on demand (and as root no
+    # permission stops a write), so the write itself fails here, in the controller only.
+    suite.makeconftest("""
+import errno
+import medgate.pytest_controller as controller
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):
+        def full(document, path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        controller.write_json_atomic = full
+""")
     result = suite.runpytest_subprocess(f"--model={untrained_checkpoint}", "--threshold", "accuracy=0.9",
-                                        "--report=not-a-folder/report.json", *workers, *NO_CACHE)
+                                        "--report=report.json", *workers, *NO_CACHE)
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
-    result.stdout.fnmatch_lines(["*could not write the report to not-a-folder/report.json*"])
+    result.stdout.fnmatch_lines(["*could not write the report to report.json: *No space left on device*"])
+
+
+def test_a_report_path_under_a_file_is_refused_before_the_run(suite):
+    (suite.path / "not-a-folder").write_text("a file where the report's folder should be\n")
+    result = suite.runpytest_subprocess("--report=not-a-folder/report.json", *NO_CACHE)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "passed" not in result.stdout.str()
+    result.stderr.fnmatch_lines(["*--report not-a-folder/report.json: */not-a-folder is not a folder*"])
 
 
 @pytest.mark.parametrize("workers", [(), ("-n", "2")])
