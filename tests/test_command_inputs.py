@@ -132,7 +132,7 @@ def test_diff_refuses_a_mistyped_manifest_and_json_nested_too_deeply(report, tmp
     (["pubmedqa", "--mirror="], "--mirror must be an http(s) or file URL"),
     (["pubmedqa", "--mirror", "http://user:secret@127.0.0.1:9/"], "--mirror must not hold credentials"),
     (["pubmedqa", "--mirror", "http://127.0.0.1:9/m?q=1"], "--mirror must not hold credentials, a query"),
-    (["pubmedqa", "--data-dir="], "--data-dir is empty"),
+    (["pubmedqa", "--data-dir="], "argument --data-dir: an empty path"),
 ])
 def test_fetch_refuses_what_it_would_misread_before_any_download(arguments, expected):
     completed = medgate("fetch", *arguments)

@@ -16,12 +16,13 @@ from medgate.datasets import default_data_dir
 from medgate.datasets.download import Fetched, check_mirror, fetch_datasets
 from medgate.datasets.errors import FetchError
 from medgate.datasets.registry import DatasetSpec, RegistryError, UnknownDataset, get_spec, registry
+from medgate.options import FILE_PATH
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="+", metavar="NAME",
                         help="registered dataset names (see fixtures/datasets/registry.toml), or `all`")
-    parser.add_argument("--data-dir", metavar="DIR",
+    parser.add_argument("--data-dir", type=FILE_PATH, metavar="DIR",
                         help="where to store the files (default: $MEDGATE_DATA_DIR or a per-user cache)")
     parser.add_argument("--mirror", metavar="BASE_URL", default=os.environ.get("MEDGATE_DATASET_MIRROR") or None,
                         help="fetch BASE_URL/<path> instead of the registry URLs "
@@ -42,8 +43,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"medgate fetch: {error.args[0]}", file=sys.stderr)
         return 2
     try:
-        if args.data_dir is not None and not args.data_dir.strip():
-            raise FetchError("--data-dir is empty: give a folder, or leave the option out")
         if args.mirror is not None:
             check_mirror(args.mirror)  # `--mirror ''` too: an empty mirror would quietly mean the registry URLs
     except FetchError as error:
