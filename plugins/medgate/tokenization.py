@@ -84,7 +84,6 @@ class TextTokenizer:
         self.eos_token = _token_text(self._config.get("eos_token"))
         self.chat_template, self.template_source = _chat_template(directory, self._config)
         self._compiled_template: Any = None
-        self._system_refused: bool | None = None  # whether the template refuses a system message (Gemma's)
 
     # Loading a large vocabulary (Llama 3's tokenizer.json is 9 MB) takes a noticeable part of a
     # second per worker; a run served from the prediction cache only renders prompt text, so the
@@ -93,11 +92,10 @@ class TextTokenizer:
     def _tokenizer(self) -> Tokenizer:
         from tokenizers import Tokenizer
 
+        text = read_checkpoint_text(self._directory, "tokenizer.json")  # CheckpointError names the file
         try:
-            tokenizer = Tokenizer.from_str(read_checkpoint_text(self._directory, "tokenizer.json"))
+            tokenizer = Tokenizer.from_str(text)
         except Exception as error:  # the tokenizers library raises a bare Exception for a malformed file
-            if isinstance(error, CheckpointError):
-                raise
             raise TokenizerError(f"{self._path}: not a tokenizer the tokenizers library reads ({error})") from None
         tokenizer.no_padding()
         tokenizer.no_truncation()
@@ -165,20 +163,19 @@ class TextTokenizer:
         return self._render_chat([{"role": "system", "content": prompt.system},
                                   {"role": "user", "content": prompt.user}])
 
-    @property
+    @cached_property
     def refuses_system_messages(self) -> bool:
-        """Whether the chat template raises on a system message while it renders a user message alone.
-        Decided once, by rendering, so every worker folds system text the same way."""
-        if self._system_refused is None:
-            self._system_refused = False
-            if self.chat_template is not None:
-                try:
-                    self._render_chat([{"role": "system", "content": "Answer briefly."},
-                                       {"role": "user", "content": PROBE_QUESTION}])
-                except TemplateRenderError:
-                    self._render_chat([{"role": "user", "content": PROBE_QUESTION}])  # refused alone: raises
-                    self._system_refused = True
-        return self._system_refused
+        """Whether the chat template raises on a system message while it renders a user message alone
+        (Gemma's). Decided by rendering, so every worker folds system text the same way."""
+        if self.chat_template is None:
+            return False
+        try:
+            self._render_chat([{"role": "system", "content": "Answer briefly."},
+                               {"role": "user", "content": PROBE_QUESTION}])
+        except TemplateRenderError:
+            self._render_chat([{"role": "user", "content": PROBE_QUESTION}])  # refused alone too: raises
+            return True
+        return False
 
     def continuation_text(self, continuation: str) -> str:
         # After a chat template's assistant header the answer starts the message: no leading space.
