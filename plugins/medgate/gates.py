@@ -132,7 +132,7 @@ def load_thresholds(path: Path, overrides: Iterable[tuple[str, float]] = ()) -> 
     for metric, value in overrides:
         # The command line changes the number, not where the gate applies: the file's scope stays, and
         # the value wins over the file's per-dataset and per-perturbation values.
-        scope = {key: value for key, value in rules.get(metric, {}).items() if key in SCOPE_KEYS}
+        scope = {key: setting for key, setting in rules.get(metric, {}).items() if key in SCOPE_KEYS}
         rules[metric] = {**scope, CATALOGUE[metric].bound: value}
     return Thresholds(str(path), rules)
 
